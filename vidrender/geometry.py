@@ -1,0 +1,132 @@
+"""2-D affine geometry: conventions, conversions and the spatial-transformer warp.
+
+Conventions (used everywhere in vidrender, written into `affine.json`):
+
+* An affine is a 2x3 matrix `A = [[a, b, c], [d, e, f]]`, batched as `(..., 2, 3)`.
+* It maps a point of the **reference frame** to where that point is in **frame t** (forward motion):
+  `[x_t, y_t] = A @ [x_ref, y_ref, 1]`.
+* **Normalized coordinates** (used inside models): x to the right, y down, both in [-1, 1] across the
+  frame with `align_corners=False` semantics, i.e. pixel column i has its centre at `(2i + 1) / W - 1`.
+  This is the coordinate system of `torch.nn.functional.affine_grid`.
+* **Pixel coordinates** (used in files users see): x to the right, y down, origin at the top-left
+  corner of the top-left pixel, so pixel (i, j) has its centre at (i + 0.5, j + 0.5).
+* `warp(image, A)` moves content by A: `out(p) = image(A^-1 p)`. `affine_grid` wants the opposite map
+  (output -> input), so the warp passes `invert(A)`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vidrender.errors import UserError
+
+
+def to_homogeneous(A: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 3) affine -> (..., 3, 3) matrix with last row [0, 0, 1]."""
+    bottom = torch.zeros(*A.shape[:-2], 1, 3, dtype=A.dtype, device=A.device)
+    bottom[..., 0, 2] = 1
+    return torch.cat([A, bottom], dim=-2)
+
+
+def identity(batch: int = 1, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(batch, 2, 3) identity affines."""
+    return torch.eye(2, 3, dtype=dtype, device=device).expand(batch, 2, 3).clone()
+
+
+def compose(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Affine of "first B, then A": (..., 2, 3) x (..., 2, 3) -> (..., 2, 3)."""
+    return (to_homogeneous(A) @ to_homogeneous(B))[..., :2, :]
+
+
+def invert(A: torch.Tensor) -> torch.Tensor:
+    """Inverse affine, (..., 2, 3) -> (..., 2, 3), closed form (differentiable, no 3x3 solve)."""
+    M, t = A[..., :2], A[..., 2:]
+    a, b, d, e = M[..., 0, 0], M[..., 0, 1], M[..., 1, 0], M[..., 1, 1]
+    det = a * e - b * d
+    inv_M = torch.stack([torch.stack([e, -b], -1), torch.stack([-d, a], -1)], -2) / det[..., None, None]
+    return torch.cat([inv_M, -inv_M @ t], dim=-1)
+
+
+def apply(A: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Map points by A: A (..., 2, 3), points (..., N, 2) -> (..., N, 2)."""
+    return points @ A[..., :2].transpose(-1, -2) + A[..., 2].unsqueeze(-2)
+
+
+def _pixel_from_normalized(width: int, height: int, dtype=torch.float64) -> torch.Tensor:
+    """(3, 3) matrix taking normalized coordinates to pixel coordinates for a W x H frame."""
+    return torch.tensor([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]], dtype=dtype)
+
+
+def normalized_to_pixel(A: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Express a normalized-coordinate affine (..., 2, 3) in pixel coordinates of a W x H frame."""
+    P = _pixel_from_normalized(width, height).to(A.dtype).to(A.device)
+    return (P @ to_homogeneous(A) @ torch.linalg.inv(P))[..., :2, :]
+
+
+def pixel_to_normalized(A: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Express a pixel-coordinate affine (..., 2, 3) of a W x H frame in normalized coordinates."""
+    P = _pixel_from_normalized(width, height).to(A.dtype).to(A.device)
+    return (torch.linalg.inv(P) @ to_homogeneous(A) @ P)[..., :2, :]
+
+
+def from_params(
+    tx: torch.Tensor, ty: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Build normalized affines from motion parameters, all shaped (...,) -> (..., 2, 3).
+
+    Rotation `angle` is in radians, counter-clockwise as seen on screen (y points down, so this is
+    a negative angle in the matrix). The linear part is rotation @ shear @ uniform scale, then the
+    translation (tx, ty) moves the origin (frame centre).
+    """
+    shear = torch.zeros_like(tx) if shear is None else shear
+    c, s = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
+    shr = torch.stack([torch.stack([one, shear], -1), torch.stack([zero, one], -1)], -2)
+    linear = rot @ shr * scale[..., None, None]
+    return torch.cat([linear, torch.stack([tx, ty], -1)[..., None]], dim=-1)
+
+
+def warp(image: torch.Tensor, A: torch.Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> torch.Tensor:
+    """Move the content of `image` by the normalized affine A: `out(p) = image(A^-1 p)`.
+
+    image: (B, C, H, W) (every channel warped alike); A: (B, 2, 3) or (2, 3). Returns (B, C, H, W).
+    Uses `affine_grid`/`grid_sample` with `align_corners=False`; outside the source is `padding_mode`.
+    """
+    if image.dim() != 4:
+        raise ValueError(f"warp expects a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
+    if A.dim() == 2:
+        A = A.expand(image.shape[0], 2, 3)
+    if A.shape[-2:] != (2, 3) or A.shape[0] != image.shape[0]:
+        raise ValueError(f"warp expects affines of shape ({image.shape[0]}, 2, 3), got {tuple(A.shape)}")
+    grid = F.affine_grid(invert(A).to(image.dtype), list(image.shape), align_corners=False)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+
+def corner_error(A: torch.Tensor, B: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Mean displacement in pixels of the frame's four corners mapped by A versus by B.
+
+    A, B: normalized affines (..., 2, 3); returns (...,). The affine-error metric of DESIGN.md section 5.
+    """
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=A.dtype, device=A.device)
+    diff = apply(A, corners) - apply(B, corners)
+    scale = torch.tensor([width / 2, height / 2], dtype=A.dtype, device=A.device)
+    return (diff * scale).norm(dim=-1).mean(dim=-1)
+
+
+def check_affines(values, what: str) -> torch.Tensor:
+    """Validate user-supplied affines (nested lists, N x 2 x 3, finite) -> float64 tensor (N, 2, 3)."""
+    try:
+        A = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{what}: affines must be a list of 2x3 number matrices ({err})") from None
+    if A.dim() != 3 or A.shape[1:] != (2, 3) or A.shape[0] == 0:
+        raise UserError(f"{what}: expected a non-empty list of 2x3 matrices, got shape {tuple(A.shape)}")
+    if not torch.isfinite(A).all():
+        raise UserError(f"{what}: affines contain NaN or infinite values")
+    det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
+    if (det.abs() < 1e-8).any():
+        bad = int(torch.nonzero(det.abs() < 1e-8)[0])
+        raise UserError(f"{what}: affine of frame {bad} is singular (determinant 0)")
+    return A
