@@ -1,0 +1,14 @@
+"""Which pipelines add commands to the CLI; the CLI asks here so that it names no pipeline itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+
+def command_registrars() -> list[Callable[[typer.Typer], None]]:
+    """Functions that each add one pipeline's commands to the top-level app."""
+    from pipelines.demo import register as register_demo
+
+    return [register_demo]

@@ -1,0 +1,73 @@
+"""The `vidrender` command line: one typer app, commands registered by each pipeline.
+
+Every command reports a mistake the user can fix (`UserError`) as one line on stderr and exit code 2;
+`--debug` shows the full traceback instead. Heavy imports (torch, av) happen inside commands so that
+`vidrender --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vidrender import __version__
+from vidrender.errors import UserError
+
+app = typer.Typer(
+    name="vidrender",
+    help="Take videos and 3-D scenes apart with equivariance, and put them back together.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_debug = {"enabled": False}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"vidrender {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _debug["enabled"] = debug
+
+
+def _register_pipelines() -> None:
+    """The one place where the framework reaches into pipelines: each adds its commands to the app."""
+    from pipelines import registry
+
+    for register in registry.command_registrars():
+        register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script; `argv` defaults to the process arguments."""
+    _register_pipelines()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:
+        # accept `--debug` after the command too (`vidrender train ... --debug`), where users put it
+        args.remove("--debug")
+        args.insert(0, "--debug")
+    try:
+        app(args=args, prog_name="vidrender")
+    except UserError as err:
+        if _debug["enabled"]:
+            raise
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}", markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if _debug["enabled"]:
+            raise
+        Console(stderr=True).print("[bold red]interrupted[/]")
+        sys.exit(130)

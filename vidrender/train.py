@@ -1,0 +1,272 @@
+"""The one training loop shared by every pipeline, written on accelerate.
+
+A pipeline hands the loop a `TrainTask` (model, data set, loss, preview, artifact); the loop owns
+everything else: devices and processes (`accelerator.prepare`), gradient accumulation, mixed precision,
+clipping, seeds, a rich progress bar and logs on the main process, TensorBoard scalars when installed,
+preview images, training-state checkpoints for `--resume`, and the final model.
+
+Run folder layout (`run_dir`)::
+
+    checkpoints/step_00000500/   accelerate save_state (model, optimizer, RNG, loop position)
+    previews/step_00000250.png   task.preview() image grids
+    log.jsonl                    one JSON line of scalars per logged step
+    tensorboard/                 when the tensorboard package is installed
+
+Checkpoint folders are written under a temporary name and renamed when complete, so a run killed
+mid-save keeps its previous checkpoint; they are named by step rather than by accelerate's automatic
+counter, which `load_state` does not restore (DESIGN.md section 4). A non-finite loss stops the run
+before anything is saved over the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vidrender.config import TrainConfig
+from vidrender.errors import UserError
+
+CHECKPOINT_PREFIX = "step_"
+
+
+class TrainTask(Protocol):
+    """What a pipeline gives the loop. Batches are dicts of tensors (default collate)."""
+
+    name: str
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def build_dataset(self) -> torch.utils.data.Dataset: ...
+
+    def training_loss(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        """Scalar loss to minimise and named float logs; `step` counts optimizer steps from 0."""
+        ...
+
+    def preview(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """(3, H, W) image grid in [0, 1] for humans to follow training."""
+        ...
+
+
+@dataclass
+class _LoopPosition:
+    """The loop's own resumable state, saved inside accelerate's checkpoint folder."""
+
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; the run stopped without overwriting a checkpoint."""
+
+
+def make_accelerator(config: TrainConfig, run_dir: Path, cpu: bool = False) -> Accelerator:
+    """An Accelerator for this run; fails fast if the launcher and accelerate disagree on processes."""
+    log_with = None
+    if config.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (optional dependency: only its presence matters)
+
+            log_with = "tensorboard"
+        except ImportError:
+            pass
+    accelerator = Accelerator(
+        cpu=cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
+        # the sampler's shuffle order is a function of (seed, epoch), so a resumed run sees the same data
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size != accelerator.num_processes:
+        # `accelerate launch --cpu --num_processes 2` starts processes that each believe they are alone:
+        # they would train the same thing twice and race to write the same files.
+        raise UserError(
+            f"WORLD_SIZE={world_size} but accelerate sees {accelerator.num_processes} process(es); "
+            "on CPU use: ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ..."
+        )
+    return accelerator
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder in `run_dir/checkpoints`, or None."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+    return done[-1] if done else None
+
+
+def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -> None:
+    """save_state into a temporary folder, then rename it complete; prune to the newest `keep`."""
+    folder = run_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
+    partial = folder / f".partial_{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        complete = sorted(p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
+        for old in complete[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _save_preview(image: torch.Tensor, path: Path) -> None:
+    from vidrender.io.images import write_image
+
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    write_image(path, array)
+
+
+def train(
+    task: TrainTask,
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    cpu: bool = False,
+    console: Console | None = None,
+) -> torch.nn.Module:
+    """Train `task.build_model()` for `config.steps` optimizer steps; returns the unwrapped model.
+
+    Every process runs this function; only the main process prints and writes files. With `resume`,
+    training continues from the newest checkpoint in `run_dir` (model, optimizer, RNG, step, data
+    position); without it, an existing run folder's checkpoints are left alone but not used.
+    """
+    run_dir = Path(run_dir)
+    console = console or Console(stderr=True)
+    accelerator = make_accelerator(config, run_dir, cpu=cpu)
+    set_seed(config.seed)
+    model = task.build_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    dataset = task.build_dataset()
+    if len(dataset) < config.batch_size * accelerator.num_processes:
+        raise UserError(
+            f"only {len(dataset)} training items, fewer than one batch of {config.batch_size} per process"
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    position = _LoopPosition()
+    accelerator.register_for_checkpointing(position)
+
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        accelerator.load_state(str(checkpoint))
+        if accelerator.is_main_process:
+            console.print(f"resumed from {checkpoint} at step {position.step}")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.log_with:
+        accelerator.init_trackers(task.name)
+
+    batches_per_epoch = len(loader) // config.grad_accum
+    if batches_per_epoch == 0:
+        raise UserError(f"grad_accum={config.grad_accum} is larger than the {len(loader)} batches per epoch")
+    epoch, skip = divmod(position.step, batches_per_epoch)
+    model.train()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not accelerator.is_main_process,
+    )
+    log_path = run_dir / "log.jsonl"
+    last_batch = None
+    try:
+        with progress:
+            bar = progress.add_task(f"train {task.name}", total=config.steps, completed=position.step, rate=0.0,
+                                    loss=float("nan"))
+            started, started_step = time.perf_counter(), position.step
+            while position.step < config.steps:
+                loader.set_epoch(epoch)
+                epoch_loader = accelerator.skip_first_batches(loader, skip * config.grad_accum) if skip else loader
+                skip = 0
+                micro = 0
+                for batch in epoch_loader:
+                    with accelerator.accumulate(model):
+                        loss, logs = task.training_loss(model, batch, position.step)
+                        _stop_if_not_finite(accelerator, loss, position.step)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and config.grad_clip > 0:
+                            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                        optimizer.step()
+                        optimizer.zero_grad()
+                    micro += 1
+                    if micro % config.grad_accum:
+                        continue
+                    position.step += 1
+                    last_batch = batch
+                    step = position.step
+                    loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                    rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
+                    progress.update(bar, completed=step, rate=rate, loss=loss_value)
+                    if step % config.log_every == 0 or step == config.steps:
+                        scalars = {"loss": loss_value, **{k: float(v) for k, v in logs.items()}}
+                        accelerator.log(scalars, step=step)
+                        if accelerator.is_main_process:
+                            with log_path.open("a") as log:
+                                log.write(json.dumps({"step": step, **scalars}) + "\n")
+                    if config.preview_every and step % config.preview_every == 0 and accelerator.is_main_process:
+                        with torch.no_grad():
+                            image = task.preview(accelerator.unwrap_model(model), batch)
+                        _save_preview(image, run_dir / "previews" / f"step_{step:08d}.png")
+                    if config.save_every and step % config.save_every == 0 and step < config.steps:
+                        _save_state(accelerator, run_dir, step, config.keep_checkpoints)
+                    if step >= config.steps:
+                        break
+                epoch += 1
+    except KeyboardInterrupt:
+        _save_state(accelerator, run_dir, position.step, config.keep_checkpoints)
+        raise UserError(f"interrupted at step {position.step}; saved, continue with --resume") from None
+    _save_state(accelerator, run_dir, position.step, config.keep_checkpoints)
+    if config.preview_every and accelerator.is_main_process and last_batch is not None:
+        with torch.no_grad():
+            _save_preview(task.preview(accelerator.unwrap_model(model), last_batch), run_dir / "previews" / "final.png")
+    accelerator.end_training()
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    return model
+
+
+def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
+    """Stop every process together when any rank's loss is NaN/inf (checked before backward)."""
+    bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0], device=loss.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item() > 0:
+        raise NonFiniteLoss(
+            f"loss became non-finite at step {step}; stopped without saving (last good checkpoint kept). "
+            "Try a lower train.lr or train.mixed_precision=no"
+        )
