@@ -168,7 +168,14 @@ def train(
             f"only {len(dataset)} training items, fewer than one batch of {config.batch_size} per process"
         )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        # a loader without its own generator draws worker seeds from the global RNG each epoch, which a
+        # resumed run would draw at a different moment than an uninterrupted one
+        generator=torch.Generator().manual_seed(config.seed),
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     position = _LoopPosition()

@@ -19,7 +19,6 @@ Saving is atomic (temp file, then rename).
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +72,13 @@ def load_checkpoint(path: str | Path, pipeline: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = str(err).split("\n")[0][:160]
-        raise UserError(f"{path}: refused, it holds pickled objects that could run code ({detail})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise UserError(f"{path}: not a readable vidrender checkpoint ({str(err).splitlines()[0][:160]})") from None
+        if "GLOBAL" in str(err) or "global" in str(err):
+            # the restricted unpickler met an instruction to import and call something: never run it
+            raise UserError(f"{path}: refused, it holds pickled objects that could run code") from None
+        raise UserError(f"{path}: not a readable vidrender checkpoint (corrupt pickle)") from None
+    except Exception as err:  # torch.load raises assorted types (KeyError, RuntimeError, EOFError) on garbage
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{path}: not a readable vidrender checkpoint ({reason})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a vidrender checkpoint (missing {', '.join(REQUIRED_KEYS)})")
     version = payload["format_version"]

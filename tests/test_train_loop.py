@@ -1,0 +1,103 @@
+"""The shared accelerate training loop: learning, exact resume, NaN stop, previews, two CPU processes."""
+
+import json
+
+import pytest
+import torch
+from accelerate import debug_launcher
+from accelerate.state import AcceleratorState, PartialState
+from toy_task import ToyRegression, ToyTask
+
+from vidrender.config import TrainConfig
+from vidrender.errors import UserError
+from vidrender.train import NonFiniteLoss, latest_checkpoint, make_accelerator, train
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; each test starts from a clean one."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _config(**changes) -> TrainConfig:
+    settings = dict(steps=40, batch_size=8, lr=1e-2, save_every=12, preview_every=0, log_every=10)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def _mse(model) -> float:
+    data = ToyRegression()
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(model(data.x), data.y).item()
+
+
+def test_loss_falls_and_run_folder_is_complete(tmp_path):
+    untrained = ToyTask().build_model()
+    torch.manual_seed(0)
+    model = train(ToyTask(), _config(preview_every=20), tmp_path / "run")
+    assert _mse(model) < 0.5 * _mse(untrained)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 20, 30, 40]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000040"
+    previews = sorted(p.name for p in (tmp_path / "run" / "previews").iterdir())
+    assert previews == ["final.png", "step_00000020.png", "step_00000040.png"]
+    # only the newest `keep_checkpoints` survive and no partial folder is left
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step_00000036", "step_00000040"]
+
+
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
+    # 64 items / batch 8 = 8 steps per epoch: stopping at 12 stops in the middle of the second epoch
+    straight = train(ToyTask(), _config(), tmp_path / "straight")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    train(ToyTask(), _config(steps=12), tmp_path / "split")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed = train(ToyTask(), _config(), tmp_path / "split", resume=True)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(ToyTask(), _config(), tmp_path / "empty", resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train(ToyTask(), _config(steps=12), run)
+    good = latest_checkpoint(run)
+    before = {p.name: p.stat().st_mtime_ns for p in good.iterdir()}
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(NonFiniteLoss, match="step 15"):
+        train(ToyTask(nan_at_step=15), _config(save_every=4), run, resume=True)
+    # step 16 would have been saved had the run gone on; the good checkpoint is untouched
+    assert latest_checkpoint(run) == good
+    assert {p.name: p.stat().st_mtime_ns for p in good.iterdir()} == before
+
+
+def test_world_size_disagreement_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="WORLD_SIZE=2"):
+        make_accelerator(_config(), tmp_path)
+
+
+def _two_process_run(run_dir):
+    model = train(ToyTask(), _config(steps=10, save_every=0), run_dir, cpu=True)
+    rank = PartialState().process_index
+    torch.save(model.state_dict(), run_dir.parent / f"weights_rank{rank}.pt")
+
+
+def test_two_processes_on_cpu_agree_and_write_one_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    debug_launcher(_two_process_run, args=(run_dir,), num_processes=2)
+    rank0 = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
+    initial = ToyTask().build_model().state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert not torch.equal(rank0[name], initial[name])  # they trained, not merely started alike
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000010"]
+    logged = (run_dir / "log.jsonl").read_text().splitlines()
+    assert len(logged) == 1  # written once, by the main process
