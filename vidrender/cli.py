@@ -25,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 _debug = {"enabled": False}
+_registered: list[bool] = []
 
 
 def _show_version(value: bool) -> None:
@@ -45,10 +46,13 @@ def _global_options(
 
 def _register_pipelines() -> None:
     """The one place where the framework reaches into pipelines: each adds its commands to the app."""
+    if _registered:
+        return
     from pipelines import registry
 
     for register in registry.command_registrars():
         register(app)
+    _registered.append(True)
 
 
 def main(argv: list[str] | None = None) -> None:
