@@ -10,7 +10,7 @@ from toy_task import ToyRegression, ToyTask
 
 from vidrender.config import TrainConfig
 from vidrender.errors import UserError
-from vidrender.train import NonFiniteLoss, latest_checkpoint, make_accelerator, train
+from vidrender.train import NonFiniteLoss, check_process_count, latest_checkpoint, train
 
 
 @pytest.fixture(autouse=True)
@@ -77,10 +77,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in good.iterdir()} == before
 
 
-def test_world_size_disagreement_fails_fast(tmp_path, monkeypatch):
+def test_world_size_disagreement_fails_fast(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="WORLD_SIZE=2"):
-        make_accelerator(_config(), tmp_path)
+    with pytest.raises(UserError, match="WORLD_SIZE=2 but accelerate sees 1"):
+        check_process_count(1)
+    check_process_count(2)
+    monkeypatch.delenv("WORLD_SIZE")
+    check_process_count(1)
 
 
 def _two_process_run(run_dir):

@@ -86,8 +86,11 @@ def make_accelerator(config: TrainConfig, run_dir: Path, cpu: bool = False) -> A
             log_with = "tensorboard"
         except ImportError:
             pass
+    # Without cpu=True, processes launched on a machine with no GPU each believe they are alone; with
+    # it they join one gloo group. So a machine without CUDA always trains on the CPU.
+    use_cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     accelerator = Accelerator(
-        cpu=cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"),
+        cpu=use_cpu or not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         log_with=log_with,
@@ -95,15 +98,22 @@ def make_accelerator(config: TrainConfig, run_dir: Path, cpu: bool = False) -> A
         # the sampler's shuffle order is a function of (seed, epoch), so a resumed run sees the same data
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+    check_process_count(accelerator.num_processes)
+    return accelerator
+
+
+def check_process_count(num_processes: int) -> None:
+    """Fail fast when the launcher started WORLD_SIZE processes but accelerate joined a different number.
+
+    Processes that each believe they are alone would train the same thing twice and race to write the
+    same files (e.g. a launcher configured for GPUs on a machine whose GPUs accelerate cannot use).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size != accelerator.num_processes:
-        # `accelerate launch --cpu --num_processes 2` starts processes that each believe they are alone:
-        # they would train the same thing twice and race to write the same files.
+    if world_size != num_processes:
         raise UserError(
-            f"WORLD_SIZE={world_size} but accelerate sees {accelerator.num_processes} process(es); "
+            f"WORLD_SIZE={world_size} but accelerate sees {num_processes} process(es); "
             "on CPU use: ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ..."
         )
-    return accelerator
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
