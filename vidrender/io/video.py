@@ -1,0 +1,593 @@
+"""Read videos and image sequences as upright uint8 RGB(A) frames, or as one float tensor (PyAV).
+
+Inputs: any file FFmpeg decodes (mp4, mov, mkv, webm, avi, animated gif, ...), a folder of images
+(naturally sorted: 2.png before 10.png), a glob pattern (`frames/*.png`) or a printf pattern
+(`frames/%05d.png`), or a single still image (a one-frame clip).
+
+Conventions:
+- A frame is a numpy array (H, W, 3) RGB or (H, W, 4) RGBA, uint8, straight (not premultiplied) alpha.
+- Rotation metadata (the display matrix) is applied, so frames come out the way players show them;
+  width and height in `VideoInfo` are after that rotation.
+- Times are seconds from the clip's first frame. Image sequences have no timing: they play at
+  IMAGE_SEQUENCE_FPS (FFmpeg's default for image sequences).
+- Alpha in VP8/VP9 (webm) is a side channel that only libvpx's decoders read (FFmpeg's native
+  decoders drop it), so those streams are decoded with libvpx when they carry alpha.
+
+Every problem a user can fix (missing file, not a video, no video stream, zero frames, a truncated or
+corrupt file, an unreadable image, frames too large to hold) raises UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from vidrender.errors import UserError
+from vidrender.io.images import IMAGE_SUFFIXES, image_size, list_images, natural_key, read_image
+
+IMAGE_SEQUENCE_FPS = 25.0
+DEFAULT_MAX_PIXELS = 8192 * 8192
+FITS = ("short", "crop", "pad", "stretch")
+
+_ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}
+_PRINTF_FIELD = re.compile(r"%(0?)(\d*)d")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip is, as stored (before any resizing or resampling asked of the reader).
+
+    width, height: pixels after applying `rotation`. fps: nominal frame rate (average for variable
+    frame rate). frame_count: exact when `frame_count_exact`, else duration * fps rounded.
+    duration: seconds. rotation: counter-clockwise degrees the stored frames are turned to show
+    them upright (0, 90, 180 or -90). has_alpha: the pixel format carries an alpha channel.
+    """
+
+    path: Path
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+    duration: float
+    rotation: int
+    has_alpha: bool
+    frame_count_exact: bool
+
+
+@dataclass
+class _SourceFrame:
+    """One decoded frame; its pixels are converted only if the frame is selected."""
+
+    time: Fraction  # seconds from the first frame
+    duration: Fraction  # how long it is shown
+    pixels: Callable[[bool], np.ndarray]  # alpha -> upright (H, W, 3|4) uint8
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Describe a clip (video file, image folder or pattern) without reading all of it.
+
+    Decodes the first frame only (for its rotation metadata). Raises UserError on any unreadable input.
+    """
+    with _open_source(path) as source:
+        return source.info
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    size: int | None = None,
+    fit: str = "short",
+    step: int = 1,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    max_frames: int | None = None,
+    alpha: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[np.ndarray]:
+    """Yield the clip's frames one at a time as upright (H, W, 3) RGB, or (H, W, 4) RGBA if `alpha`, uint8.
+
+    size: target size in pixels, applied per `fit`: "short" keeps the aspect ratio with the short
+        side = size; "crop" scales the short side to size and centre-crops size x size; "pad" scales
+        the long side to size and letterboxes to size x size with black (transparent if alpha);
+        "stretch" resizes to size x size. None keeps the native size.
+    fps: resample to this frame rate by timestamps (the frame on screen at each tick of the new
+        rate is taken, so variable frame rate clips come out evenly spaced); None keeps every frame.
+    step: keep every step-th frame (after resampling).
+    start, end: seconds from the first frame; frames with timestamps in [start, end) are read
+        (with `fps`, the ticks of the new rate run from start to end).
+    max_frames: stop after this many frames.
+    alpha: add an alpha channel (opaque if the source has none); without it alpha is dropped.
+    max_pixels: frames larger than this (width * height) are refused unless `size` is given, in which
+        case each frame is downscaled as soon as it is decoded.
+
+    Frames are decoded lazily; nothing holds the whole clip. Raises UserError on bad input, on a
+    decode error (saying how many frames were read), and if no frame is selected.
+    """
+    _check_read_options(size, fit, step, fps, start, end, max_frames)
+    with _open_source(path, max_pixels=max_pixels, downscaling=size is not None) as source:
+        start_time = None if start is None else _exact(start)
+        end_time = None if end is None else _exact(end)
+        frames = source.frames(start_time or Fraction(0))
+        if fps is None:
+            selected = _within(frames, start_time, end_time)
+        else:
+            selected = _resample(frames, _exact(fps), start_time, end_time, source.period)
+        selected = islice(selected, 0, (max_frames - 1) * step + 1 if max_frames else None, step)
+        count = 0
+        last_frame, last_pixels = None, None
+        for frame in selected:
+            if frame is last_frame:  # resampling repeats frames: convert once, hand out copies
+                yield last_pixels.copy()
+            else:
+                last_frame, last_pixels = frame, fit_frame(frame.pixels(alpha), size, fit)
+                yield last_pixels
+            count += 1
+        if count == 0:
+            raise UserError(f"{source.info.path}: no frames to read{_range_note(start, end)}")
+
+
+def read_video(path: str | os.PathLike, **options) -> tuple[torch.Tensor, VideoInfo]:
+    """Read a clip as one (T, C, H, W) float32 tensor in [0, 1], C = 3 (or 4 with alpha=True).
+
+    Takes the same keyword options as `iter_frames`. The VideoInfo describes the source as stored
+    (native size and fps), not the returned tensor. When the number of frames is known beforehand the
+    tensor is allocated once and filled frame by frame; otherwise the uint8 frames are gathered and
+    converted once at the end.
+    """
+    frames = iter_frames(path, **options)
+    first = next(frames)  # checks the options and the file before anything else
+    info = probe(path)
+    expected = _expected_count(info, **options)
+    if expected is None:
+        return _stack([first, *frames]), info
+    video = torch.empty((expected, first.shape[2], first.shape[0], first.shape[1]), dtype=torch.float32)
+    filled, overflow = 0, []
+    for frame in _prepend(first, frames):
+        if filled < expected:
+            video[filled] = _to_float(frame)
+            filled += 1
+        else:  # the header undercounted; rare, so holding the overflow twice is acceptable
+            overflow.append(frame)
+    video = video[:filled]
+    if overflow:
+        video = torch.cat([video, _stack(overflow)])
+    return video, info
+
+
+def fit_frame(frame: np.ndarray, size: int | None, fit: str = "short") -> np.ndarray:
+    """Resize one (H, W, C) uint8 frame per `fit` (see `iter_frames`); area averaging when shrinking."""
+    if size is None:
+        return frame
+    height, width = frame.shape[:2]
+    if fit == "stretch":
+        return _resize(frame, size, size)
+    scale = size / (min(height, width) if fit in ("short", "crop") else max(height, width))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if fit == "short":
+        # the short side must be exactly `size` even where rounding of the scale says otherwise
+        new_w, new_h = (size, new_h) if width <= height else (new_w, size)
+        return _resize(frame, new_w, new_h)
+    if fit == "crop":
+        new_w, new_h = max(new_w, size), max(new_h, size)
+        scaled = _resize(frame, new_w, new_h)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.ascontiguousarray(scaled[top : top + size, left : left + size])
+    new_w, new_h = min(new_w, size), min(new_h, size)
+    scaled = _resize(frame, new_w, new_h)
+    padded = np.zeros((size, size, frame.shape[2]), np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    padded[top : top + new_h, left : left + new_w] = scaled
+    return padded
+
+
+def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    if (width, height) == (frame.shape[1], frame.shape[0]):
+        return frame
+    shrinking = width * height < frame.shape[0] * frame.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (width, height), interpolation=interpolation)
+    return resized.reshape(height, width, frame.shape[2])  # cv2 drops a trailing axis of size 1
+
+
+def _check_read_options(size, fit, step, fps, start, end, max_frames) -> None:
+    if size is not None and size < 1:
+        raise UserError(f"size must be a positive number of pixels, got {size}")
+    if fit not in FITS:
+        raise UserError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    if step < 1:
+        raise UserError(f"step must be 1 or more, got {step}")
+    if fps is not None and not fps > 0:
+        raise UserError(f"fps must be positive, got {fps}")
+    if start is not None and start < 0:
+        raise UserError(f"start must be 0 or more seconds, got {start}")
+    if end is not None and end <= (start or 0):
+        raise UserError(f"end ({end} s) must come after start ({start or 0} s)")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"max_frames must be 1 or more, got {max_frames}")
+
+
+def _range_note(start, end) -> str:
+    if start is None and end is None:
+        return ""
+    return f" between {start or 0} s and {'the end' if end is None else f'{end} s'}"
+
+
+def _exact(value: float) -> Fraction:
+    """A user's decimal number as the fraction it was meant to be (0.1 -> 1/10, 29.97 -> 2997/100)."""
+    return Fraction(value).limit_denominator(100_000)
+
+
+def _within(frames: Iterator[_SourceFrame], start: Fraction | None, end: Fraction | None):
+    """The frames whose time lies in [start, end); stops decoding at `end`."""
+    for frame in frames:
+        if end is not None and frame.time >= end:
+            return
+        if start is None or frame.time >= start:
+            yield frame
+
+
+def _resample(
+    frames: Iterator[_SourceFrame],
+    fps: Fraction,
+    start: Fraction | None,
+    end: Fraction | None,
+    source_period: Fraction,
+):
+    """The frame on screen at each tick start, start + 1/fps, ... before the clip's (or `end`'s) end.
+
+    A frame is on screen from its timestamp until the next frame's; the last until its own duration
+    runs out; ticks before the first frame show the first frame. Timestamps are taken as up to half a
+    frame early, because containers round them (webm to milliseconds: a 30 fps frame at 0.067 s is
+    meant for 2/30 s, and without the slack would be dropped and its predecessor shown twice).
+    """
+    period = 1 / fps
+    slack = min(period, source_period) / 2
+    tick = start
+    showing = None
+    for frame in frames:
+        if tick is None:
+            tick = frame.time
+        while showing is not None and frame.time > tick + slack:
+            if end is not None and tick >= end:
+                return
+            yield showing
+            tick += period
+        showing = frame
+    if showing is None:
+        return
+    clip_end = showing.time + showing.duration
+    while tick + slack < clip_end and (end is None or tick < end):
+        yield showing
+        tick += period
+
+
+def _expected_count(info: VideoInfo, **options) -> int | None:
+    """How many frames `iter_frames` will yield, when that follows from the header alone."""
+    if not info.frame_count_exact or any(options.get(key) is not None for key in ("fps", "start", "end")):
+        return None
+    count = math.ceil(info.frame_count / options.get("step", 1))
+    return min(count, options.get("max_frames") or count)
+
+
+def _to_float(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frame).permute(2, 0, 1).float().div_(255)
+
+
+def _stack(frames: list[np.ndarray]) -> torch.Tensor:
+    """(T, C, H, W) float32 from uint8 frames, each freed as soon as it is copied."""
+    first = frames[0]
+    video = torch.empty((len(frames), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.float32)
+    for index in range(len(frames)):
+        video[index] = _to_float(frames[index])
+        frames[index] = None
+    return video
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest
+
+
+def _open_source(path, max_pixels: int = DEFAULT_MAX_PIXELS, downscaling: bool = False):
+    """The right reader for `path`: a video file, an image folder, a pattern or a single image."""
+    text = os.fspath(path)
+    path = Path(text)
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise UserError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return _ImageSequence(path, files, max_pixels, downscaling)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return _ImageSequence(path, [path], max_pixels, downscaling)
+        return _VideoFile(path, max_pixels, downscaling)
+    if _PRINTF_FIELD.search(text) or glob.has_magic(text):
+        files = _match_pattern(text)
+        if not files:
+            raise UserError(f"{text}: no files match this pattern")
+        return _ImageSequence(path, files, max_pixels, downscaling)
+    raise UserError(f"{path}: file not found")
+
+
+def _match_pattern(pattern: str) -> list[Path]:
+    """Files matching a printf pattern (frames/%05d.png, in numeric order) or a glob (natural order)."""
+    if _PRINTF_FIELD.search(pattern):
+        folder, name = os.path.split(pattern)
+        parts = _PRINTF_FIELD.split(name)
+        # split gives literal, zero-flag, width, literal, ...: rebuild as a regex with one group per field
+        regex = ""
+        for index in range(0, len(parts), 3):
+            regex += re.escape(parts[index])
+            if index + 2 < len(parts):
+                zero, width = parts[index + 1], parts[index + 2]
+                regex += rf"(\d{{{width}}})" if zero and width else r"(\d+)"
+        matcher = re.compile(regex)
+        folder_path = Path(folder or ".")
+        if not folder_path.is_dir():
+            return []
+        matches = []
+        for entry in folder_path.iterdir():
+            found = matcher.fullmatch(entry.name)
+            if found and entry.is_file():
+                matches.append((tuple(int(group) for group in found.groups()), entry))
+        return [entry for _, entry in sorted(matches)]
+    files = [Path(match) for match in glob.glob(pattern) if Path(match).is_file()]
+    return sorted(files, key=lambda entry: natural_key(str(entry)))
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int, downscaling: bool) -> None:
+    if width * height > max_pixels and not downscaling:
+        raise UserError(
+            f"{path}: frames are {width}x{height}, over the limit of {max_pixels} pixels; "
+            "read with a size to downscale frame by frame, or raise max_pixels"
+        )
+
+
+class _ImageSequence:
+    """Numbered stills played at IMAGE_SEQUENCE_FPS; every image must have the first one's size."""
+
+    def __init__(self, path: Path, files: list[Path], max_pixels: int, downscaling: bool):
+        self.files = files
+        width, height, has_alpha = image_size(files[0])
+        _check_pixels(files[0], width, height, max_pixels, downscaling)
+        self.size = (width, height)
+        self.period = 1 / Fraction(IMAGE_SEQUENCE_FPS)
+        count = len(files)
+        self.info = VideoInfo(
+            path=path,
+            fps=IMAGE_SEQUENCE_FPS,
+            width=width,
+            height=height,
+            frame_count=count,
+            duration=count / IMAGE_SEQUENCE_FPS,
+            rotation=0,
+            has_alpha=has_alpha,
+            frame_count_exact=True,
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def frames(self, start: Fraction) -> Iterator[_SourceFrame]:
+        first = min(len(self.files), int(start / self.period))  # stills before `start` need not be opened
+        for index in range(first, len(self.files)):
+            yield _SourceFrame(index * self.period, self.period, self._loader(self.files[index]))
+
+    def _loader(self, file: Path) -> Callable[[bool], np.ndarray]:
+        def pixels(alpha: bool) -> np.ndarray:
+            image = read_image(file)
+            if (image.shape[1], image.shape[0]) != self.size:
+                raise UserError(
+                    f"{file}: image is {image.shape[1]}x{image.shape[0]}, "
+                    f"but the sequence's first image is {self.size[0]}x{self.size[1]}"
+                )
+            return _set_alpha(image, alpha)
+
+        return pixels
+
+
+class _VideoFile:
+    """One video stream of a container file, decoded with PyAV (libvpx when VP8/VP9 carry alpha)."""
+
+    def __init__(self, path: Path, max_pixels: int, downscaling: bool):
+        self.path = path
+        self._open()
+        try:
+            self._describe(max_pixels, downscaling)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.container.close()
+        return False
+
+    def _open(self) -> None:
+        try:
+            self.container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.path}: not a video file FFmpeg can read ({err})") from err
+        if not self.container.streams.video:
+            self.container.close()
+            raise UserError(f"{self.path}: has no video stream (audio-only or data file?)")
+        self.stream = self.container.streams.video[0]
+        context = self.stream.codec_context
+        self.vpx_alpha = self.stream.metadata.get("alpha_mode") == "1" and context.name in _ALPHA_DECODERS
+        if self.vpx_alpha:
+            self.decoder = av.codec.CodecContext.create(_ALPHA_DECODERS[context.name], "r")
+        else:
+            self.decoder = context
+
+    def _describe(self, max_pixels: int, downscaling: bool) -> None:
+        stream, context = self.stream, self.stream.codec_context
+        _check_pixels(self.path, context.width, context.height, max_pixels, downscaling)
+        self.time_base = stream.time_base or Fraction(1, 90_000)
+        self.start_pts = stream.start_time or 0
+        duration = self._declared_duration()
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate and duration and stream.frames:
+            rate = Fraction(stream.frames) / duration
+        self.period = 1 / Fraction(rate) if rate else 1 / Fraction(IMAGE_SEQUENCE_FPS)
+        if duration is None and stream.frames:
+            duration = stream.frames * self.period
+        frame_count = stream.frames or round((duration or 0) / self.period)
+        # the display matrix reaches us on decoded frames only, so decode the first one now and
+        # hand it to frames() later instead of decoding it twice
+        decoded = self._decoded()
+        first = next(decoded, None)
+        if first is None:
+            raise UserError(f"{self.path}: holds no video frames")
+        self._head = (first, decoded)
+        rotation = _quarter_turns(first.rotation) * 90
+        width, height = context.width, context.height
+        self.info = VideoInfo(
+            path=self.path,
+            fps=float(1 / self.period),
+            width=height if rotation in (90, -90) else width,
+            height=width if rotation in (90, -90) else height,
+            frame_count=frame_count,
+            duration=float(duration if duration is not None else frame_count * self.period),
+            rotation=rotation,
+            has_alpha=self.vpx_alpha or _format_has_alpha(context.pix_fmt),
+            frame_count_exact=stream.frames > 0,
+        )
+
+    def _declared_duration(self) -> Fraction | None:
+        """The video stream's length from the header: stream duration, a DURATION tag (Matroska),
+        or the file's duration if the video is its only stream."""
+        if self.stream.duration:
+            return self.stream.duration * self.time_base
+        tag = self.stream.metadata.get("DURATION")
+        if tag:
+            hours, minutes, seconds = tag.split(":")
+            return Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+        if len(self.container.streams) == 1 and self.container.duration:
+            return Fraction(self.container.duration, av.time_base)
+        return None
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Every decoded frame from the demuxer's position on; decode errors become UserError."""
+        count = 0
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                frames = self.decoder.decode(packet)
+            except av.FFmpegError as err:
+                raise UserError(
+                    f"{self.path}: decode error after {count} frames ({err}); the file is truncated or corrupt"
+                ) from err
+            for frame in frames:
+                if frame.is_corrupt:
+                    raise UserError(f"{self.path}: frame {count} is corrupt; the file is damaged")
+                count += 1
+                yield frame
+
+    def _time(self, decoded: av.VideoFrame) -> Fraction | None:
+        return None if decoded.pts is None else (decoded.pts - self.start_pts) * self.time_base
+
+    def _decoded_from(self, start: Fraction) -> Iterator[av.VideoFrame]:
+        """Decoded frames from the last key frame at or before `start` (from the top if start is 0)."""
+        if start <= 0:
+            first, rest = self._head
+            return _prepend(first, rest)
+        try:
+            target = self.start_pts + math.floor(start / self.time_base)
+            self.container.seek(target, stream=self.stream, backward=True)
+        except av.FFmpegError:
+            pass  # not seekable: decode from the beginning below
+        else:
+            self.decoder.flush_buffers()
+            decoded = self._decoded()
+            first = next(decoded, None)
+            if first is None:
+                return iter(())
+            first_time = self._time(first)
+            if first_time is not None and first_time <= start:
+                return _prepend(first, decoded)
+        # the seek failed or landed past `start` (a sparse index): start over from the top
+        self.container.close()
+        self._open()
+        return self._decoded()
+
+    def frames(self, start: Fraction) -> Iterator[_SourceFrame]:
+        """Source frames from the last key frame at or before `start` to the end of the stream."""
+        previous = None
+        for decoded in self._decoded_from(start):
+            time = self._time(decoded)
+            if time is None:  # no timestamp: assume the nominal rate
+                time = Fraction(0) if previous is None else previous.time + previous.duration
+            duration = decoded.duration * self.time_base if decoded.duration else self.period
+            previous = _SourceFrame(time, duration, _frame_converter(decoded))
+            yield previous
+        self._check_complete(previous)
+
+    def _check_complete(self, last: _SourceFrame | None) -> None:
+        """Raise if the stream stopped well short of the length its header declares (a truncated file)."""
+        declared = self._declared_duration()
+        if last is None or declared is None:
+            return
+        covered = last.time + last.duration
+        if covered < declared - max(3 * self.period, Fraction(1, 4)):
+            raise UserError(
+                f"{self.path}: video ends at {float(covered):.2f} s but its header says "
+                f"{float(declared):.2f} s; the file is truncated or corrupt"
+            )
+
+
+def _frame_converter(decoded: av.VideoFrame) -> Callable[[bool], np.ndarray]:
+    """Upright pixels of one decoded frame, converted through 16 bits when the format has more than 8."""
+    turns = _quarter_turns(decoded.rotation)
+
+    def pixels(alpha: bool) -> np.ndarray:
+        deep = any(component.bits > 8 for component in decoded.format.components)
+        if deep:
+            wide = decoded.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+            array = ((wide.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        else:
+            array = decoded.to_ndarray(format="rgba" if alpha else "rgb24")
+        return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
+
+    return pixels
+
+
+def _quarter_turns(degrees: float) -> int:
+    """Counter-clockwise quarter turns for a display rotation; -1, 0, 1 or 2 (non-right angles round)."""
+    turns = round(degrees / 90) % 4
+    return -1 if turns == 3 else turns
+
+
+def _format_has_alpha(pix_fmt: str | None) -> bool:
+    if not pix_fmt:
+        return False
+    return any(component.is_alpha for component in av.VideoFormat(pix_fmt).components)
+
+
+def _set_alpha(image: np.ndarray, alpha: bool) -> np.ndarray:
+    """Add an opaque alpha channel or drop the alpha channel so the image has 4 or 3 channels."""
+    if alpha and image.shape[2] == 3:
+        return np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    if not alpha and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])
+    return image
