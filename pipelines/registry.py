@@ -10,5 +10,6 @@ import typer
 def command_registrars() -> list[Callable[[typer.Typer], None]]:
     """Functions that each add one pipeline's commands to the top-level app."""
     from pipelines.demo import register as register_demo
+    from pipelines.scene3d.cli import register as register_scene3d
 
-    return [register_demo]
+    return [register_demo, register_scene3d]

@@ -139,7 +139,7 @@ def write_dataset(
     folders = {split: root.with_name(f"{root.name}-{split}") for split in SPLITS}
     existing = [str(folder) for folder in folders.values() if folder.exists()]
     if existing and not overwrite:
-        raise UserError(f"{', '.join(existing)} already exist; choose another name or overwrite them")
+        raise UserError(f"{', '.join(existing)} already exist; choose another name or replace them with --force")
     plan = _scene_plan(object, views, timesteps, scenes, seed)
     total = sum(len(azimuths) for scenes_ in plan.values() for _, _, groups in scenes_ for _, azimuths, _ in groups)
 
