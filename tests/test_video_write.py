@@ -14,7 +14,7 @@ from PIL import Image
 
 from vidrender.errors import UserError
 from vidrender.io.images import contact_sheet, read_image, write_image
-from vidrender.io.video import iter_frames, probe
+from vidrender.io.video import iter_frames, probe, read_video
 from vidrender.io.video_write import VideoWriter, write_video
 
 WIDTH, HEIGHT = 32, 24
@@ -235,3 +235,11 @@ def test_contact_sheet_tiles_in_rows(tmp_path):
     transparent = np.zeros((16, 16, 4), np.uint8)
     checker = contact_sheet([transparent], cols=1)
     assert set(np.unique(checker)) == {153, 204}  # transparency is shown as a checkerboard
+
+
+def test_mp4_quality_zero_is_bit_exact(tmp_path):
+    frames = list((np.random.default_rng(0).random((4, 17, 23, 3)) * 255).astype(np.uint8))
+    write_video(tmp_path / "lossless.mp4", frames, 24, quality=0)
+    decoded, info = read_video(tmp_path / "lossless.mp4")
+    assert (info.width, info.height) == (23, 17)  # odd sizes need no padding in RGB
+    assert np.array_equal((decoded * 255).round().byte().permute(0, 2, 3, 1).numpy(), np.stack(frames))

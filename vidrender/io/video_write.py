@@ -3,7 +3,8 @@
 The output format follows the destination path:
 - `.mp4`  H.264 (libx264, yuv420p, CRF `quality`, default 18). H.264 4:2:0 needs even sizes, so an
           odd width or height gets one extra column/row copied from the edge (the file is up to 1 px
-          larger than the frames). No alpha: a 4th channel is dropped.
+          larger than the frames). No alpha: a 4th channel is dropped. `quality=0` writes lossless
+          H.264 in RGB (libx264rgb), bit-exact, for data sets and ground truth (fewer players show it).
 - `.webm` VP9 (libvpx-vp9). With 4-channel frames: yuva420p, alpha kept. Lossless by default, so a
           matte read back is exactly the one written; `quality` (CRF 0-63) makes it lossy and small.
 - `.mov`  ProRes 4444 (prores_ks, yuva444p10le with alpha, yuv444p10le without): near-lossless
@@ -174,8 +175,8 @@ class _PyAVEncoder:
         height, width, channels = shape
         suffix = tmp.suffix.lower()
         self.alpha = channels == 4 and suffix != ".mp4"
-        self.pad = (height % 2, width % 2) if suffix == ".mp4" else (0, 0)
         codec, pix_fmt, options, container_options = _codec_settings(suffix, self.alpha, quality)
+        self.pad = (height % 2, width % 2) if suffix == ".mp4" and pix_fmt == "yuv420p" else (0, 0)
         self.container = av.open(str(tmp), mode="w", format=suffix[1:], container_options=container_options)
         try:
             self.stream = self.container.add_stream(codec, rate=fps, options=options)
@@ -209,7 +210,6 @@ class _PyAVEncoder:
             return frame
         rgb = np.ascontiguousarray(pixels[..., :3])
         return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
-        return frame
 
     def close(self) -> None:
         self.container.mux(self.stream.encode(None))
@@ -222,6 +222,9 @@ class _PyAVEncoder:
 def _codec_settings(suffix: str, alpha: bool, quality: int | None):
     """(codec, pix_fmt, codec options, container options) for one output suffix."""
     if suffix == ".mp4":
+        if quality == 0:
+            # CRF 0 asks for lossless: H.264 in RGB, bit-exact (4:2:0 YUV alone costs ~30 dB on fine colour)
+            return "libx264rgb", "rgb24", {"crf": "0", "preset": "fast"}, {"movflags": "+faststart"}
         crf = 18 if quality is None else quality
         return "libx264", "yuv420p", {"crf": str(crf)}, {"movflags": "+faststart"}
     if suffix == ".webm":
