@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import typer
 
 from vidrender import __version__, cli
@@ -58,3 +59,13 @@ def test_user_error_is_one_line_and_exit_2(failing_command, capsys):
 def test_debug_shows_the_traceback(failing_command, args):
     with pytest.raises(UserError, match="x: no such file"):
         cli.main(args)
+
+
+def test_samples_writes_truth_folders(tmp_path):
+    from vidrender.synth import read_truth
+
+    result = _run("samples", str(tmp_path / "s"), "-n", "2", "--size", "32", "--frames", "6")
+    assert result.returncode == 0, result.stderr
+    clips = [read_truth(tmp_path / "s" / f"clip{i}") for i in range(2)]
+    assert [c.frames.shape for c in clips] == [(6, 3, 32, 32)] * 2
+    assert not torch.equal(clips[0].background, clips[1].background)

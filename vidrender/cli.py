@@ -8,6 +8,7 @@ Every command reports a mistake the user can fix (`UserError`) as one line on st
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,21 @@ def _global_options(
     ] = False,
 ) -> None:
     _debug["enabled"] = debug
+
+
+@app.command()
+def samples(
+    directory: Annotated[Path, typer.Argument(help="Folder to write DIR/clip0, DIR/clip1, ... into.")],
+    count: Annotated[int, typer.Option("-n", "--count", help="How many clips.")] = 3,
+    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the first clip (the next ones count up).")] = 0,
+) -> None:
+    """Write synthetic clips with ground truth (plate, mattes, affines) for training and `eval`."""
+    from vidrender.synth.truth import write_samples
+
+    for path in write_samples(directory, n=count, size=size, frames=frames, seed=seed):
+        print(path)
 
 
 def _register_pipelines() -> None:
