@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from vidrender import __version__
+from vidrender.bench.command import register as register_bench
 from vidrender.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+register_bench(app)
 _debug = {"enabled": False}
 _registered: list[bool] = []
 
