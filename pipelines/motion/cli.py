@@ -1,0 +1,107 @@
+"""The commands of pipeline `motion`: `vidrender train`, `export` and `eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidrender.errors import UserError
+
+PIPELINE = "motion"
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an output we could not write before training starts, not after."""
+    parent = path.resolve().parent
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a .pt file name")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    import os
+
+    if existing is None or not os.access(existing, os.W_OK):
+        raise UserError(f"{path}: cannot write there (folder {existing} is not writable)")
+
+
+def train(
+    clips: Annotated[list[Path], typer.Argument(help="Video files, image folders or truth folders.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The checkpoint to write (.pt).")],
+    variant: Annotated[str | None, typer.Option(help="known, frame-pair or feature-pair.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (configs/motion/*.yaml).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    size: Annotated[int | None, typer.Option(help="Training resolution (square side).")] = None,
+    affines: Annotated[list[str] | None, typer.Option(help="For known: PATH.json, 'truth' or 'track'.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Use only the first N frames of each clip.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
+) -> None:
+    """Learn a clip's character, background and motion; write a checkpoint for compose and export."""
+    from pipelines.motion.config import MotionConfig, validate
+    from pipelines.motion.inputs import load_clips
+    from pipelines.motion.task import MotionTask
+    from vidrender.config import load_config, to_dict
+    from vidrender.io.checkpoint import save_checkpoint
+    from vidrender.train import train as run_training
+
+    named = [f"{key}={value}" for key, value in
+             (("variant", variant), ("train.steps", steps), ("data.size", size), ("train.seed", seed))
+             if value is not None]
+    settings = validate(load_config(MotionConfig, config, [*(overrides or []), *named]))
+    _check_output(output)
+    loaded = load_clips(clips, settings.variant, affines or [], max_frames)
+    task = MotionTask(settings, loaded)
+    run_dir = output.with_name(output.stem + ".run")
+    model = run_training(task, settings.train, run_dir, resume=resume, cpu=cpu)
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        save_checkpoint(output, PIPELINE, to_dict(settings), model.state_dict(), task.artifact(model))
+        print(output)
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A motion checkpoint (.pt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the layers.")],
+    clip: Annotated[int, typer.Option(help="Which clip of a multi-clip model.")] = 0,
+) -> None:
+    """Write a trained clip's layers: background.png, alpha/, character/ (RGBA) and affine.json."""
+    from pipelines.motion.layers import character_frames, clip_entry
+    from vidrender.io.atomic import atomic_path
+    from vidrender.io.checkpoint import load_checkpoint
+    from vidrender.io.images import write_image
+    from vidrender.io.trajectory import write_trajectory
+
+    entry = clip_entry(load_checkpoint(checkpoint, PIPELINE), clip, str(checkpoint))
+    height, width = entry["plate"].shape[-2:]
+    with atomic_path(output, is_dir=True) as folder:
+        write_image(folder / "background.png", entry["plate"])
+        (folder / "alpha").mkdir()
+        (folder / "character").mkdir()
+        for index, layer in enumerate(character_frames(entry)):
+            write_image(folder / "character" / f"{index:05d}.png", layer)
+            write_image(folder / "alpha" / f"{index:05d}.png", layer[3:])
+        write_trajectory(folder / "affine.json", entry["affines"], width, height, entry["fps"], entry["reference"])
+    print(output)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A motion checkpoint (.pt).")],
+    truth: Annotated[Path, typer.Option(help="The clip's truth folder (vidrender samples).")],
+    clip: Annotated[int, typer.Option(help="Which clip of a multi-clip model.")] = 0,
+    baseline: Annotated[str | None, typer.Option(help="Also score 'classical' on the same clip.")] = None,
+) -> None:
+    """Metrics against a synthetic clip's truth; JSON on the last line."""
+    from pipelines.motion.evaluation import evaluate_checkpoint
+
+    print(json.dumps(evaluate_checkpoint(checkpoint, truth, clip, baseline)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the motion pipeline's commands to the top-level app."""
+    app.command()(train)
+    app.command()(export)
+    app.command("eval")(evaluate)

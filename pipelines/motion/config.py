@@ -1,0 +1,113 @@
+"""Configuration of pipeline `motion`: model sizes, loss weights, affine variant, pair gaps, training sizes.
+
+Plain dataclasses with simple typed fields, so `vidrender.config.load_config(MotionConfig, yaml)` merges a
+YAML file (`configs/motion/*.yaml`) into them and rejects unknown keys. `train` is the shared loop's
+section (steps, batch size, lr, ...); `validate` (run on construction) checks the values a user can get
+wrong and raises `UserError` naming the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vidrender.config import TrainConfig
+from vidrender.errors import UserError
+
+VARIANTS = ("known", "frame-pair", "feature-pair")
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (features z_c have the training resolution)."""
+
+    feature_channels: int = 32  # C of z_c
+    feature_groups: int = 8  # GroupNorm groups on z_c: each group has unit variance, so z_c cannot vanish
+    encoder_width: int = 32
+    decoder_width: int = 32
+    predictor_width: int = 32
+
+
+@dataclass
+class LossConfig:
+    """Weight of every loss term (0 switches a term off)."""
+
+    scene_l1: float = 1.0  # || render - x_{t+k} ||_1
+    scene_ssim: float = 0.2  # (1 - SSIM(render, x_{t+k})) / 2
+    equivariance: float = 0.1  # relative || T_A f_c(x_t) - stopgrad f_c(x_{t+k}) ||^2 on the matte
+    matte_alignment: float = 1.0  # relative || T_A g_c(f_c(x_t)) - g_c(f_c(x_{t+k})) ||^2, gradient to A only
+    alpha_sparsity: float = 0.01  # mean alpha: the character layer only where it explains pixels
+    alpha_binary: float = 0.02  # alpha (1 - alpha): a matte, not a blend
+    plate_agreement: float = 0.1  # alpha where the plate already explains the target pixel
+    plate_agreement_scale: float = 0.05  # colour distance below which "the plate explains the pixel"
+    regulariser_warmup: int = 200  # steps over which the three alpha terms ramp up from 0 (alpha stays alive)
+    warm_start: float = 1.0  # label-free variants: L1 to tracked affines, fading over `data.warm_start_steps`
+
+
+@dataclass
+class DataConfig:
+    """Training pairs: frame size, gaps and the schedules that start label-free variants safely."""
+
+    size: int = 64  # training resolution: frames are resized to size x size (affines are normalized)
+    max_gap: int = 8  # K: training pairs (t, t+k) and (t+k, t) for k in 1..K
+    curriculum_steps: int = 0  # the largest gap grows linearly from 1 to max_gap over these steps (0: off)
+    warm_start_steps: int = 0  # label-free variants: tracked-affine supervision fades to 0 over these steps
+
+
+@dataclass
+class InferConfig:
+    """After training: how the per-frame affines, matte, plate and character layer are built."""
+
+    reference: int = 0  # the frame whose pose the character layer has; affines map it to every frame
+    track_steps: int = 40  # Adam steps aligning each frame to the reference after the predictor's step
+    track_lr: float = 1e-2  # their Adam lr (normalized units: 0.03 is one pixel at training size 64)
+    refine_steps: int = 150  # Adam steps of each layer fit (coarse, then fine) against all frames
+    refine_lr: float = 3e-3  # Adam lr of the affines (normalized units)
+    rounds: int = 2  # affines-then-matte fits; a second round removes the bias of the model's coarse matte
+    layer_lr: float = 0.05  # Adam lr of the character layer's RGB and alpha logits
+
+
+def _motion_training() -> TrainConfig:
+    return TrainConfig(steps=1500, batch_size=16, lr=2e-3)
+
+
+@dataclass
+class MotionConfig:
+    """Everything pipeline `motion` needs; `variant` picks the affine source (see `VARIANTS`)."""
+
+    variant: str = "frame-pair"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=_motion_training)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(config: MotionConfig) -> MotionConfig:
+    """Check user-settable values; raise `UserError` naming the first bad option. Returns `config`."""
+    if config.variant not in VARIANTS:
+        raise UserError(f"variant: unknown affine variant {config.variant!r}; choose one of {', '.join(VARIANTS)}")
+    if config.data.size < 16 or config.data.size % 8:
+        raise UserError(f"data.size: must be a multiple of 8 and at least 16, got {config.data.size}")
+    if config.data.max_gap < 1:
+        raise UserError(f"data.max_gap: must be at least 1, got {config.data.max_gap}")
+    for name in ("curriculum_steps", "warm_start_steps"):
+        if getattr(config.data, name) < 0:
+            raise UserError(f"data.{name}: must be >= 0, got {getattr(config.data, name)}")
+    if config.model.feature_channels % config.model.feature_groups:
+        raise UserError(
+            f"model.feature_groups: {config.model.feature_groups} does not divide "
+            f"model.feature_channels={config.model.feature_channels}"
+        )
+    small = [name for name, value in vars(config.model).items() if value < 1]
+    if small:
+        raise UserError(f"model.{small[0]}: must be positive")
+    negative = [name for name, value in vars(config.loss).items() if value < 0]
+    if negative:
+        raise UserError(f"loss.{negative[0]}: must be >= 0")
+    infer = config.infer
+    if min(infer.refine_steps, infer.track_steps, infer.reference, infer.rounds) < 0 or min(infer.refine_lr, infer.layer_lr, infer.track_lr) <= 0:
+        raise UserError("infer: reference, rounds, track_steps and refine_steps must be >= 0, the lrs > 0")
+    return config

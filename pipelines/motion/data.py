@@ -1,0 +1,117 @@
+"""Training data of pipeline `motion`: clips in memory and every frame pair with gap 1..K.
+
+A pair is (x_s, x_t) with 1 <= |t - s| <= K, in both directions, from one clip; each item is tagged
+with its clip's index (which selects the clip's background plate). Frames are resized (not cropped) to
+S x S: normalized coordinates span the frame whatever its aspect, so normalized affines mean the same
+at training size and at native size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from vidrender.errors import UserError
+from vidrender.geometry import compose, identity, invert
+
+
+@dataclass
+class Clip:
+    """One training clip.
+
+    frames: (T, 3, H, W) float in [0, 1], any H, W (inference uses them at this resolution).
+    affines: optional (T, 2, 3) normalized affines mapping frame 0 points to frame t (known motion).
+    fps: frames per second; native_size: (width, height) of the source video; name: for messages.
+    """
+
+    frames: torch.Tensor
+    affines: torch.Tensor | None = None
+    fps: float = 25.0
+    native_size: tuple[int, int] | None = None
+    name: str = "clip"
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, 3, H, W) -> (T, 3, size, size), antialiased bilinear resize (aspect is not kept, see module doc)."""
+    if frames.shape[-2:] == (size, size):
+        return frames
+    return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def median_plate(frames: torch.Tensor) -> torch.Tensor:
+    """Per-pixel temporal median of frames (T, 3, H, W) -> (3, H, W): a first guess of the background."""
+    return frames.median(dim=0).values
+
+
+def relative_affine(affines: torch.Tensor, source: int, target: int) -> torch.Tensor:
+    """From per-frame affines (T, 2, 3) (frame 0 -> frame t), the affine frame `source` -> frame `target`."""
+    return compose(affines[target], invert(affines[source]))
+
+
+def check_clip(clip: Clip, min_frames: int = 2) -> None:
+    """Raise `UserError` if a clip cannot be trained on (shape, range, too few frames, bad affines)."""
+    frames = clip.frames
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise UserError(f"{clip.name}: expected frames shaped (T, 3, H, W), got {tuple(frames.shape)}")
+    if frames.shape[0] < min_frames:
+        raise UserError(f"{clip.name}: needs at least {min_frames} frames to learn motion, got {frames.shape[0]}")
+    if clip.affines is not None and clip.affines.shape != (frames.shape[0], 2, 3):
+        raise UserError(
+            f"{clip.name}: {clip.affines.shape[0]} affines for {frames.shape[0]} frames (need one 2x3 per frame)"
+        )
+
+
+class PairDataset(Dataset):
+    """All pairs (s, t), 1 <= |t - s| <= max_gap, of every clip; frames already at training size S.
+
+    frames: list of (T_c, 3, S, S) tensors; affines / tracked: per clip, (T_c, 2, 3) or None.
+    Items (default-collatable): `source`, `target` (3, S, S) in [0, 1]; `clip`, `source_index`,
+    `target_index`, `gap` (= t - s, nonzero) as int64 scalars; `affine` (2, 3) the known s -> t
+    affine (identity if unknown) with `has_affine` (bool); `tracked` (2, 3) the tracked s -> t affine
+    (identity if none).
+    """
+
+    def __init__(
+        self,
+        frames: list[torch.Tensor],
+        max_gap: int,
+        affines: list[torch.Tensor | None] | None = None,
+        tracked: list[torch.Tensor | None] | None = None,
+    ):
+        self.frames = frames
+        self.max_gap = max_gap
+        self.affines = affines or [None] * len(frames)
+        self.tracked = tracked or [None] * len(frames)
+        pairs = [
+            (clip, source, source + gap)
+            for clip, clip_frames in enumerate(frames)
+            for source in range(clip_frames.shape[0])
+            for gap in [*range(-max_gap, 0), *range(1, max_gap + 1)]
+            if 0 <= source + gap < clip_frames.shape[0]
+        ]
+        self.pairs = torch.tensor(pairs, dtype=torch.long).view(-1, 3)
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+    def _affine(self, table: torch.Tensor | None, source: int, target: int) -> torch.Tensor:
+        if table is None:
+            return identity(1)[0]
+        return relative_affine(table, source, target).float()
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip, source, target = (int(v) for v in self.pairs[index])
+        return {
+            "source": self.frames[clip][source],
+            "target": self.frames[clip][target],
+            "clip": torch.tensor(clip),
+            "source_index": torch.tensor(source),
+            "target_index": torch.tensor(target),
+            "gap": torch.tensor(target - source),
+            "affine": self._affine(self.affines[clip], source, target),
+            "has_affine": torch.tensor(self.affines[clip] is not None),
+            "tracked": self._affine(self.tracked[clip], source, target),
+        }

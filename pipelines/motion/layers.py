@@ -1,0 +1,51 @@
+"""A trained clip's layers from its checkpoint entry: per-frame character RGBA, mattes and re-render.
+
+Works from the `.pt` alone (no training video): the entry's reference character layer (RGBA at the
+clip's size), one normalized affine per frame and the plate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vidrender.errors import UserError
+from vidrender.geometry import warp
+
+ENTRY_KEYS = ("plate", "character", "affines", "fps", "native_size", "reference")
+
+
+def clip_entry(checkpoint: dict, index: int, path: str) -> dict:
+    """The artifact entry of clip `index`, checked for the tensors inference needs."""
+    clips = checkpoint["artifact"].get("clips", [])
+    if not 0 <= index < len(clips):
+        raise UserError(f"{path}: has {len(clips)} clip(s), no clip {index}")
+    entry = clips[index]
+    missing = [key for key in ENTRY_KEYS if key not in entry]
+    if missing:
+        raise UserError(f"{path}: clip {index} lacks {', '.join(missing)}")
+    plate, character, affines = entry["plate"], entry["character"], entry["affines"]
+    if plate.dim() != 3 or plate.shape[0] != 3 or character.shape != (4, *plate.shape[1:]):
+        raise UserError(f"{path}: clip {index} has a plate {tuple(plate.shape)} and character {tuple(character.shape)}")
+    if affines.dim() != 3 or affines.shape[1:] != (2, 3) or not torch.isfinite(affines).all():
+        raise UserError(f"{path}: clip {index} has malformed affines {tuple(affines.shape)}")
+    return entry
+
+
+def character_frames(entry: dict, affines: torch.Tensor | None = None) -> torch.Tensor:
+    """Straight-alpha RGBA character layer per frame, (T, 4, H, W): the reference layer moved by A_t.
+
+    affines: (T, 2, 3) normalized (reference -> frame t); defaults to the clip's own motion.
+    """
+    affines = entry["affines"] if affines is None else affines
+    character = entry["character"].float()
+    premultiplied = torch.cat([character[:3] * character[3:], character[3:]])
+    moved = torch.cat([warp(premultiplied[None], a[None].float()) for a in affines])
+    alpha = moved[:, 3:]
+    rgb = torch.where(alpha > 1e-4, moved[:, :3] / alpha.clamp_min(1e-4), torch.zeros_like(moved[:, :3]))
+    return torch.cat([rgb.clamp(0, 1), alpha.clamp(0, 1)], dim=1)
+
+
+def over(character: torch.Tensor, plate: torch.Tensor) -> torch.Tensor:
+    """Composite straight RGBA (T, 4, H, W) over a plate (3, H, W) -> (T, 3, H, W)."""
+    alpha = character[:, 3:]
+    return alpha * character[:, :3] + (1 - alpha) * plate[None]
