@@ -35,6 +35,17 @@ def dataset(
         print(f"{split}: {folder}")
 
 
+def _add_model_commands() -> None:
+    from pipelines.scene3d import commands
+
+    scene_app.command("train")(commands.train)
+    scene_app.command("render")(commands.render)
+    scene_app.command("eval")(commands.evaluate)
+
+
+_add_model_commands()
+
+
 def register(app: typer.Typer) -> None:
     """Add `vidrender scene ...` to the top-level app."""
     app.add_typer(scene_app, name="scene")

@@ -1,0 +1,112 @@
+"""`vidrender scene train | render | eval`: train on a data set, render from one image, score novel views."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidrender.errors import UserError
+
+PIPELINE = "scene3d"
+
+
+def load_model(path: Path):
+    """The SceneRenderer and config stored in a scene3d checkpoint (refusing other pipelines)."""
+    from pipelines.scene3d.config import Scene3dConfig
+    from pipelines.scene3d.model import SceneRenderer
+    from vidrender.config import from_dict
+    from vidrender.io.checkpoint import check_weights, load_checkpoint
+
+    payload = load_checkpoint(path, PIPELINE)
+    config = from_dict(Scene3dConfig, payload["config"], str(path))
+    model = SceneRenderer.from_config(config)
+    check_weights(payload["weights"], model, path)
+    model.load_state_dict(payload["weights"])
+    return model.eval(), config
+
+
+def train(
+    data: Annotated[Path, typer.Argument(help="Data set (ROOT, ROOT-train or a folder of scenes).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The checkpoint to write (.pt).")],
+    config: Annotated[Path | None, typer.Option(help="configs/scene3d/{cpu,paper,temporal}.yaml")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
+) -> None:
+    """Train a rotation- (and time-) equivariant scene model on pairs of views."""
+    from accelerate.state import PartialState
+
+    from pipelines.scene3d.config import Scene3dConfig
+    from pipelines.scene3d.task import Scene3dTask
+    from vidrender.config import load_config, to_dict
+    from vidrender.io.checkpoint import save_checkpoint
+    from vidrender.train import train as run_training
+
+    named = [f"train.steps={steps}"] if steps is not None else []
+    settings = load_config(Scene3dConfig, config, [*(overrides or []), *named])
+    task = Scene3dTask(settings, data)
+    model = run_training(task, settings.train, output.with_name(output.stem + ".run"), resume=resume, cpu=cpu)
+    if PartialState().is_main_process:
+        save_checkpoint(output, PIPELINE, to_dict(settings), model.state_dict(), task.artifact(model))
+        print(output)
+
+
+def render(
+    checkpoint: Annotated[Path, typer.Argument(help="A scene3d checkpoint (.pt).")],
+    image: Annotated[Path, typer.Option(help="The one source image.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=".png (one view), .gif/.mp4 (--orbit/--timelapse)")],
+    azimuth: Annotated[float, typer.Option(help="Camera azimuth, degrees, relative to the source view.")] = 0.0,
+    elevation: Annotated[float, typer.Option(help="Camera elevation, degrees.")] = 0.0,
+    dt: Annotated[float, typer.Option(help="Time offset in steps (fractions interpolate).")] = 0.0,
+    orbit: Annotated[bool, typer.Option("--orbit", help="A full turn around the object.")] = False,
+    timelapse: Annotated[bool, typer.Option("--timelapse", help="Every time slice from one view.")] = False,
+    frames: Annotated[int, typer.Option(help="Frames of an orbit.")] = 36,
+    fps: Annotated[float, typer.Option(help="Frame rate of animations.")] = 12.0,
+) -> None:
+    """Render new views and new times of the scene in one image."""
+    from pipelines.scene3d import infer
+    from vidrender.io.images import read_image, write_image
+    from vidrender.io.video import fit_frame
+    from vidrender.io.video_write import write_video
+
+    model, config = load_model(checkpoint)
+    if not image.is_file():
+        raise UserError(f"{image}: no such image")
+    pixels = fit_frame(read_image(image)[..., :3], config.model.image_size, "crop")
+    import torch
+
+    source = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    with torch.inference_mode():
+        if orbit or timelapse:
+            if orbit and timelapse:
+                raise UserError("choose --orbit or --timelapse, not both")
+            if output.suffix.lower() == ".png":
+                raise UserError(f"{output}: animations are written as .gif or .mp4, not .png")
+            if orbit:
+                views = infer.orbit_frames(model, source, frames=frames, elevation=elevation, dt=dt)
+            else:
+                views = infer.timelapse_frames(model, source, azimuth=azimuth, elevation=elevation)
+            write_video(output, views, fps)
+        else:
+            if output.suffix.lower() != ".png":
+                raise UserError(f"{output}: one view is written as .png; use --orbit or --timelapse for animations")
+            write_image(output, infer.render(model, source, azimuth, elevation, dt))
+    print(output)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A scene3d checkpoint (.pt).")],
+    data: Annotated[Path, typer.Argument(help="Data set (ROOT or a split folder).")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    pairs: Annotated[int, typer.Option(help="Source/target pairs per scene.")] = 50,
+) -> None:
+    """PSNR/SSIM of novel views from one source view, vs copying the source and the mean image; JSON last."""
+    from pipelines.scene3d.data import resolve_split
+    from pipelines.scene3d.evaluation import evaluate_novel_views
+
+    model, _ = load_model(checkpoint)
+    print(json.dumps(evaluate_novel_views(model, resolve_split(data, split), pairs)))

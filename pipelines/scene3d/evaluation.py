@@ -1,0 +1,53 @@
+"""`vidrender scene eval`: novel views rendered from ONE source view, scored against the true images.
+
+For every scene of a split, `pairs` (source, target) view pairs are drawn with a fixed seed (for
+temporal data, targets at any time of the split: the model renders the time offset). Scores: PSNR and
+SSIM of the model's render, and of two baselines that need no model: copying the source view, and the
+split's mean image. The render is only worth something if it beats both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipelines.scene3d import infer
+from pipelines.scene3d.data import load_views
+from pipelines.scene3d.model import SceneRenderer
+from vidrender import metrics
+from vidrender.errors import UserError
+
+
+def evaluate_novel_views(model: SceneRenderer, split_dir: Path, pairs: int = 50, seed: int = 0) -> dict:
+    """Mean PSNR/SSIM of model renders, source copies and the mean image over the split's pairs."""
+    scenes = load_views(split_dir, size=model.config.image_size)
+    generator = torch.Generator().manual_seed(seed)
+    first, last = infer.time_range(model)
+    renders, copies, targets = [], [], []
+    for scene in scenes:
+        images = scene.images.float() / 255
+        count = images.shape[0]
+        for _ in range(pairs):
+            source, target = torch.randperm(count, generator=generator)[:2].tolist()
+            dt = float(scene.time[target] - scene.time[source])
+            if not first <= dt <= last:
+                continue
+            with torch.inference_mode():
+                scenes_of_source = infer.infer_scenes(model, images[source])
+                view = infer.render_views(
+                    model, scenes_of_source, [float(scene.azimuth[target])], [float(scene.elevation[target])], [dt],
+                    float(scene.azimuth[source]), float(scene.elevation[source]),
+                )[0]
+            renders.append(view)
+            copies.append(images[source])
+            targets.append(images[target])
+    if not targets:
+        raise UserError(f"{split_dir}: no view pairs within the model's time range {first}..{last}")
+    truth = torch.stack(targets)
+    mean_image = torch.cat([s.images.float() / 255 for s in scenes]).mean(0, keepdim=True).expand_as(truth)
+    result = {"split": str(split_dir), "pairs": len(targets)}
+    guesses = {"model": torch.stack(renders), "copy_source": torch.stack(copies), "mean_image": mean_image}
+    for name, guess in guesses.items():
+        result[name] = {"psnr": metrics.psnr(guess, truth), "ssim": metrics.ssim(guess, truth)}
+    return result
