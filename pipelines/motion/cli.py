@@ -100,8 +100,82 @@ def evaluate(
     print(json.dumps(evaluate_checkpoint(checkpoint, truth, clip, baseline)))
 
 
+def _pair(text: str, name: str, separator: str = ",") -> tuple[float, float]:
+    try:
+        first, second = (float(part) for part in text.split(separator))
+    except ValueError:
+        raise UserError(f"{name}: expected two numbers like 0.1{separator}0, got {text!r}") from None
+    return first, second
+
+
+def compose(
+    character: Annotated[Path, typer.Option(help="Checkpoint whose character (appearance + motion) is used.")],
+    background: Annotated[Path, typer.Option(help="Checkpoint whose background plate is used.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=".mp4, .webm, .mov, .gif or a PNG folder.")],
+    motion: Annotated[str, typer.Option(help="source, background, or a trajectory PATH.json.")] = "source",
+    character_clip: Annotated[int, typer.Option(help="Clip index in the character checkpoint.")] = 0,
+    background_clip: Annotated[int, typer.Option(help="Clip index in the background checkpoint.")] = 0,
+    frames: Annotated[int | None, typer.Option(help="Output length (the motion loops).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the background's).")] = None,
+    size: Annotated[str | None, typer.Option(help="Output WxH (default: the background's native size).")] = None,
+    translate: Annotated[str, typer.Option(help="Extra drift DX,DY in frame widths/heights per second.")] = "0,0",
+    rotate: Annotated[float, typer.Option(help="Extra rotation, degrees per second (counter-clockwise).")] = 0.0,
+    scale: Annotated[float, typer.Option(help="Extra scale factor per second.")] = 1.0,
+    speed: Annotated[float, typer.Option(help="Playback speed of the motion.")] = 1.0,
+    layers_only: Annotated[
+        bool, typer.Option("--layers-only", help="Write the character layer with alpha only.")
+    ] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write OUT.gif and OUT.sheet.png.")] = False,
+) -> None:
+    """Put the character of one trained clip onto the background of another and write a video."""
+    import torch
+
+    from pipelines.motion import compose as composing
+    from pipelines.motion.layers import character_frames, clip_entry
+    from vidrender import geometry
+    from vidrender.io.checkpoint import load_checkpoint
+    from vidrender.io.video_write import output_format, write_video
+
+    output_format(output)
+    char_entry = clip_entry(load_checkpoint(character, PIPELINE), character_clip, str(character))
+    back_entry = clip_entry(load_checkpoint(background, PIPELINE), background_clip, str(background))
+    if size is not None:
+        width, height = (int(v) for v in _pair(size.lower(), "--size", "x"))
+        if width < 2 or height < 2:
+            raise UserError(f"--size: {size} is too small")
+        plate = torch.nn.functional.interpolate(back_entry["plate"][None].float(), size=(height, width),
+                                                mode="bilinear", align_corners=False, antialias=True)[0]
+        back_entry = {**back_entry, "plate": plate}
+    path, path_fps = composing.motion_path(motion, char_entry, back_entry)
+    out_fps = fps or float(back_entry["fps"])
+    if out_fps <= 0:
+        raise UserError(f"--fps must be positive, got {out_fps}")
+    count = frames or max(1, round(path.shape[0] * out_fps / path_fps / speed))
+    affines = composing.retime(path, path_fps, out_fps, count, speed)
+    affines = geometry.compose(composing.edits(count, out_fps, _pair(translate, "--translate"), rotate, scale),
+                               affines)
+    if layers_only:
+        layer = char_entry["character"].float()
+        plate = back_entry["plate"]
+        if layer.shape[-2:] != plate.shape[-2:]:
+            layer = torch.nn.functional.interpolate(layer[None], size=plate.shape[-2:], mode="bilinear",
+                                                    align_corners=False)[0]
+        video = character_frames({**char_entry, "character": layer}, affines)
+    else:
+        video = composing.compose_frames(char_entry, back_entry, affines)
+    write_video(output, video, out_fps)
+    if preview:
+        from vidrender.io.images import contact_sheet, write_image
+
+        write_video(output.with_suffix(".gif"), video, out_fps)
+        picks = video[:: max(1, len(video) // 8)][:8]
+        write_image(output.with_name(output.stem + ".sheet.png"), contact_sheet(list(picks), cols=4))
+    print(output)
+
+
 def register(app: typer.Typer) -> None:
     """Add the motion pipeline's commands to the top-level app."""
     app.command()(train)
     app.command()(export)
     app.command("eval")(evaluate)
+    app.command()(compose)
