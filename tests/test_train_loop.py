@@ -104,3 +104,12 @@ def test_two_processes_on_cpu_agree_and_write_one_checkpoint(tmp_path):
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000010"]
     logged = (run_dir / "log.jsonl").read_text().splitlines()
     assert len(logged) == 1  # written once, by the main process
+
+
+@pytest.mark.parametrize("changes", [{"grad_accum": 2}, {"mixed_precision": "bf16"}])
+def test_accumulation_and_mixed_precision_still_learn(tmp_path, changes):
+    untrained = ToyTask().build_model()
+    model = train(ToyTask(), _config(steps=30, save_every=0, **changes), tmp_path / "run")
+    assert _mse(model) < 0.6 * _mse(untrained)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert logged == [10, 20, 30]  # steps count optimizer updates, not micro-batches
