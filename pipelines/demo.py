@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-DEMO_SETTINGS = ["train.steps=150", "data.size=64", "infer.refine_steps=40", "infer.rounds=1",
+DEMO_SETTINGS = ["train.steps=150", "train.batch_size=8", "data.size=64", "infer.refine_steps=40", "infer.rounds=1",
                  "train.preview_every=0", "train.save_every=0"]
 
 
