@@ -178,11 +178,11 @@ def test_loss_logs_every_term_and_warm_start_only_when_asked(model):
     batch = {"source": frame, "target": warp(frame, shift(2, 0)), "clip": torch.tensor([0]),
              "tracked": shift(2, 0)}
     out = model(batch["source"], batch["target"], batch["clip"])
-    loss, logs = motion_loss(out, batch, LossConfig(), step=1000, warm_start=0.0)
-    assert torch.isfinite(loss) and "warm_start" not in logs
+    loss, logs = motion_loss(out, batch, LossConfig(), step=1000, tracked=0.0)
+    assert torch.isfinite(loss) and "tracked" not in logs
     assert {"scene_l1", "scene_ssim", "equivariance", "alpha_sparsity", "alpha_binary", "plate_agreement"} <= set(logs)
-    warm_loss, warm_logs = motion_loss(out, batch, LossConfig(), step=1000, warm_start=1.0)
-    assert warm_logs["warm_start"] > 0 and warm_loss > loss
+    warm_loss, warm_logs = motion_loss(out, batch, LossConfig(), step=1000, tracked=1.0)
+    assert warm_logs["tracked"] > 0 and warm_loss > loss
 
 
 @pytest.mark.parametrize("override", ["variant=sideways", "data.size=20", "loss.scene_l1=-1.0", "data.max_gap=0"])

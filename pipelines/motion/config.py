@@ -40,7 +40,8 @@ class LossConfig:
     plate_agreement: float = 0.1  # alpha where the plate already explains the target pixel
     plate_agreement_scale: float = 0.05  # colour distance below which "the plate explains the pixel"
     regulariser_warmup: int = 200  # steps over which the three alpha terms ramp up from 0 (alpha stays alive)
-    warm_start: float = 1.0  # label-free variants: L1 to tracked affines, fading over `data.warm_start_steps`
+    tracked: float = 1.0  # label-free: L1 of predicted to tracked affines at step 0 (fades over the warm start)
+    tracked_prior: float = 0.1  # ... and after the warm start: an anchor that keeps A from escaping
 
 
 @dataclass
@@ -50,7 +51,7 @@ class DataConfig:
     size: int = 64  # training resolution: frames are resized to size x size (affines are normalized)
     max_gap: int = 8  # K: training pairs (t, t+k) and (t+k, t) for k in 1..K
     curriculum_steps: int = 0  # the largest gap grows linearly from 1 to max_gap over these steps (0: off)
-    warm_start_steps: int = 0  # label-free variants: tracked-affine supervision fades to 0 over these steps
+    warm_start_steps: int = 300  # label-free: rendering hands over from tracked to predicted affines
 
 
 @dataclass
@@ -67,7 +68,7 @@ class InferConfig:
 
 
 def _motion_training() -> TrainConfig:
-    return TrainConfig(steps=1500, batch_size=16, lr=2e-3)
+    return TrainConfig(steps=600, batch_size=16, lr=2e-3)
 
 
 @dataclass
@@ -108,6 +109,13 @@ def validate(config: MotionConfig) -> MotionConfig:
     if negative:
         raise UserError(f"loss.{negative[0]}: must be >= 0")
     infer = config.infer
-    if min(infer.refine_steps, infer.track_steps, infer.reference, infer.rounds) < 0 or min(infer.refine_lr, infer.layer_lr, infer.track_lr) <= 0:
-        raise UserError("infer: reference, rounds, track_steps and refine_steps must be >= 0, the lrs > 0")
+    counts = {"reference": infer.reference, "rounds": infer.rounds, "track_steps": infer.track_steps,
+              "refine_steps": infer.refine_steps}
+    rates = {"track_lr": infer.track_lr, "refine_lr": infer.refine_lr, "layer_lr": infer.layer_lr}
+    for name, value in counts.items():
+        if value < 0:
+            raise UserError(f"infer.{name}: must be >= 0, got {value}")
+    for name, value in rates.items():
+        if value <= 0:
+            raise UserError(f"infer.{name}: must be positive, got {value}")
     return config

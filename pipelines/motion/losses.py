@@ -8,7 +8,8 @@
 * alpha sparsity and binarisation: the character layer is a matte and only where it pays;
 * plate agreement: alpha is penalised where the clip's plate already explains the target pixel, which
   rules out "alpha covers everything and A stays the identity";
-* warm start (label-free variants, optional): L1 between the predicted and tracked affines.
+* tracked (label-free variants, optional): L1 between the predicted and OpenCV-tracked affines, strong
+  during the warm start and a weak prior afterwards.
 The background invariance loss of DESIGN.md is identically zero with per-clip plates and is not computed.
 """
 
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import kornia
 import torch
-from vidrender.geometry import warp
 
 from pipelines.motion.config import LossConfig
+from vidrender.geometry import warp
 
 
 def scene_terms(render: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,9 +40,13 @@ def equivariance(
     """
     weight = seen * alpha.detach()
     target = target_features.detach()
+    target_energy = target.pow(2).mean(dim=1, keepdim=True)
     error = ((warped - target).pow(2).mean(dim=1, keepdim=True) * weight).sum()
-    energy = (target.pow(2).mean(dim=1, keepdim=True) * weight).sum()
-    return error / energy.clamp_min(1e-6)
+    energy = (target_energy * weight).sum()
+    # At least 1 % of the whole map's energy: a near-empty matte gives a near-zero loss, not the ratio of
+    # two tiny numbers (whose noise once threw A out of the frame).
+    floor = 0.01 * target_energy.sum()
+    return error / torch.maximum(energy, floor).clamp_min(1e-6)
 
 
 def matte_alignment(affine: torch.Tensor, source_matte: torch.Tensor, target_matte: torch.Tensor) -> torch.Tensor:
@@ -82,36 +87,44 @@ def affine_l1(predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (predicted - reference).abs().mean()
 
 
-RAMPED_TERMS = ("equivariance", "alpha_sparsity", "alpha_binary", "plate_agreement")
+RAMPED_TERMS = ("equivariance", "matte_alignment", "alpha_sparsity", "alpha_binary", "plate_agreement")
 
 
 def motion_loss(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossConfig, step: int, warm_start: float
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossConfig, step: int, tracked: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of all terms for one batch of pairs. `out` is `MotionModel.forward`'s dict.
 
     The alpha terms ramp up linearly over `weights.regulariser_warmup` steps: at the start the character
     RGB is still wrong, alpha earns nothing, and full-strength regularisers would drive the sigmoid into
-    saturation at 0 (an empty matte that never recovers). `warm_start` > 0 adds the tracked-affine term
-    (batch key `tracked`) with weight `weights.warm_start * warm_start`. Returns (scalar loss, named
+    saturation at 0 (an empty matte that never recovers). `tracked` > 0 adds the tracked-affine term
+    (batch key `tracked`) with that weight (its schedule is the task's). Returns (scalar loss, named
     unweighted terms and the total, as floats).
     """
     target = batch["target"]
+    # The matte priors act on each frame's own matte g_c(f_c(x)), which A does not touch: on the carried
+    # matte they also rewarded moving the character out of the frame (alpha is 0 there), and a learned
+    # predictor took that escape and never came back.
+    own_mattes = torch.cat([out["source_matte"], out["target_matte"]])
     l1, ssim = scene_terms(out["frame"], target)
     terms = {
         "scene_l1": l1,
         "scene_ssim": ssim,
         "equivariance": equivariance(out["warped"], out["seen"], out["target_features"], out["alpha"]),
         "matte_alignment": matte_alignment(out["predicted"], out["source_matte"], out["target_matte"]),
-        "alpha_sparsity": alpha_sparsity(out["alpha"]),
-        "alpha_binary": alpha_binary(out["alpha"]),
-        "plate_agreement": plate_agreement(out["alpha"], out["background"], target, weights.plate_agreement_scale),
+        "alpha_sparsity": alpha_sparsity(own_mattes),
+        "alpha_binary": alpha_binary(own_mattes),
+        "plate_agreement": plate_agreement(
+            out["target_matte"], out["background"], target, weights.plate_agreement_scale
+        ),
     }
-    if warm_start > 0:
-        terms["warm_start"] = affine_l1(out["predicted"], batch["tracked"])
+    if tracked > 0:
+        terms["tracked"] = affine_l1(out["predicted"], batch["tracked"])
     ramp = min(1.0, step / weights.regulariser_warmup) if weights.regulariser_warmup > 0 else 1.0
-    schedule = {name: ramp for name in RAMPED_TERMS} | {"warm_start": warm_start}
-    total = sum(getattr(weights, name) * schedule.get(name, 1.0) * value for name, value in terms.items())
+    weight = {name: getattr(weights, name) * (ramp if name in RAMPED_TERMS else 1.0) for name in terms} | {
+        "tracked": tracked
+    }
+    total = sum(weight[name] * value for name, value in terms.items())
     logs = {name: float(value.detach()) for name, value in terms.items()}
     logs["loss"] = float(total.detach())
     return total, logs

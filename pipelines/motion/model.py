@@ -58,7 +58,9 @@ class CharacterEncoder(nn.Module):
         width = config.encoder_width
         self.stem = conv_block(3, width)
         self.context = nn.Sequential(
-            conv_block(width, width, stride=2), conv_block(width, width, dilation=2), conv_block(width, width, dilation=4)
+            conv_block(width, width, stride=2),
+            conv_block(width, width, dilation=2),
+            conv_block(width, width, dilation=4),
         )
         self.head = nn.Sequential(
             nn.Conv2d(2 * width, config.feature_channels, 1),

@@ -7,8 +7,8 @@
 All return normalized affines (B, 2, 3) mapping points of x_t to where they are in x_{t+k} (the
 convention of `vidrender.geometry`). The learned ones output `A = [expm(G) | t]` from a last layer that
 is zero-initialised (G = 0, t = 0), so they start exactly at the identity and still receive gradients
-(through that layer's weights). They append normalized (x, y) coordinate channels to their input: a translation is a position,
-which plain convolutions followed by pooling cannot express.
+(through that layer's weights). They append normalized (x, y) coordinate channels to their input: a
+translation is a position, which plain convolutions followed by pooling cannot express.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ class MotionTask:
         new_gap = gap.sign() * (1 + (gap.abs() - 1) % limit)
         target_index = batch["source_index"] + new_gap
         targets, known, tracked = [], [], []
-        for clip, source, target in zip(batch["clip"].tolist(), batch["source_index"].tolist(), target_index.tolist()):
+        pairs = zip(batch["clip"].tolist(), batch["source_index"].tolist(), target_index.tolist(), strict=True)
+        for clip, source, target in pairs:
             targets.append(self.train_frames[clip][target])
             known.append(self._relative(self.known[clip], source, target))
             tracked.append(self._relative(self.tracked[clip], source, target))
@@ -102,22 +103,33 @@ class MotionTask:
         return torch.eye(2, 3) if table is None else relative_affine(table, source, target).float()
 
     def warm_start_weight(self, step: int) -> float:
-        """Weight of the tracked affines at `step` (label-free variants): 1 fading linearly to 0 over
-        `data.warm_start_steps`. It weights both the predictor's L1 to them and their share of the
-        rendered motion (teacher forcing), 0 without a warm start or for `known`."""
+        """Share of the tracked affines in the rendered motion at `step` (teacher forcing of the label-free
+        variants): 1 for the first half of `data.warm_start_steps`, then fading linearly to 0 by its end;
+        0 without tracking or for `known`. (Blending the untrained predictor in from the start put enough of
+        its noise into the render to empty the matte of a small character.)"""
         warm = self.config.data.warm_start_steps
         if self.config.variant == "known" or warm == 0:
             return 0.0
-        return max(0.0, 1.0 - step / warm)
+        return min(1.0, max(0.0, 2.0 - 2.0 * step / warm))
 
     def training_loss(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of a batch of pairs and named float logs (`losses.motion_loss`, plus `max_gap`)."""
+        """Scalar loss of a batch of pairs and named float logs (`losses.motion_loss`, plus `max_gap`).
+
+        Label-free variants with tracking render with `warm * tracked + (1 - warm) * predicted` affines
+        (`warm_start_weight`), and their predictor is pulled to the tracked affines with weight
+        `loss.tracked` at the start, `loss.tracked_prior` once the warm start is over: without that
+        anchor a learned predictor could leave the character after the hand-over (seen with
+        `feature-pair`: the matte emptied and A ran to its bounds).
+        """
         batch = self._apply_curriculum(batch, step)
         known = batch["affine"] if self.config.variant == "known" else None
         warm = self.warm_start_weight(step)
         guide = batch["tracked"] if warm > 0 else None
         out = model(batch["source"], batch["target"], batch["clip"], known, guide, warm)
-        loss, logs = motion_loss(out, batch, self.config.loss, step, warm)
+        tracked = 0.0
+        if self.tracked[0] is not None:
+            tracked = warm * self.config.loss.tracked + (1 - warm) * self.config.loss.tracked_prior
+        loss, logs = motion_loss(out, batch, self.config.loss, step, tracked)
         logs["max_gap"] = float(self.max_gap_at(step))
         return loss, logs
 
