@@ -34,6 +34,7 @@ class LossConfig:
     scene_l1: float = 1.0  # || render - x_{t+k} ||_1
     scene_ssim: float = 0.2  # (1 - SSIM(render, x_{t+k})) / 2
     equivariance: float = 0.1  # relative || T_A f_c(x_t) - stopgrad f_c(x_{t+k}) ||^2 on the matte
+    alignment: float = 1.0  # learned predictors: scene L1 (+ SSIM in scene's ratio) of the predictor's own render
     matte_alignment: float = 1.0  # relative || T_A g_c(f_c(x_t)) - g_c(f_c(x_{t+k})) ||^2, gradient to A only
     alpha_sparsity: float = 0.01  # mean alpha: the character layer only where it explains pixels
     alpha_binary: float = 0.02  # alpha (1 - alpha): a matte, not a blend
@@ -58,6 +59,7 @@ class DataConfig:
 class InferConfig:
     """After training: how the per-frame affines, matte, plate and character layer are built."""
 
+    max_size: int = 256  # the layers are fitted on frames shrunk to this longest side (memory and time)
     reference: int = 0  # the frame whose pose the character layer has; affines map it to every frame
     track_steps: int = 40  # Adam steps aligning each frame to the reference after the predictor's step
     track_lr: float = 1e-2  # their Adam lr (normalized units: 0.03 is one pixel at training size 64)
@@ -109,6 +111,8 @@ def validate(config: MotionConfig) -> MotionConfig:
     if negative:
         raise UserError(f"loss.{negative[0]}: must be >= 0")
     infer = config.infer
+    if infer.max_size < 16:
+        raise UserError(f"infer.max_size: must be at least 16, got {infer.max_size}")
     counts = {"reference": infer.reference, "rounds": infer.rounds, "track_steps": infer.track_steps,
               "refine_steps": infer.refine_steps}
     rates = {"track_lr": infer.track_lr, "refine_lr": infer.refine_lr, "layer_lr": infer.layer_lr}

@@ -41,6 +41,11 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+def resize_frames_to(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, 3, H, W) -> (T, 3, h, w) for size = (h, w), antialiased bilinear."""
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def median_plate(frames: torch.Tensor) -> torch.Tensor:
     """Per-pixel temporal median of frames (T, 3, H, W) -> (3, H, W): a first guess of the background."""
     return frames.median(dim=0).values

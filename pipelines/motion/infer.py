@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.motion.config import InferConfig
-from pipelines.motion.data import Clip, resize_frames
+from pipelines.motion.data import Clip, resize_frames, resize_frames_to
 from pipelines.motion.model import MotionModel
+from vidrender.errors import UserError
 from vidrender.geometry import compose, identity, invert, warp
 
 # Frames are encoded in chunks to bound memory on long clips.
@@ -116,21 +117,29 @@ def robust_l1_each(difference: torch.Tensor) -> torch.Tensor:
     return (difference.pow(2) + 1e-4).sqrt().flatten(1).mean(1)
 
 
-def masked_median_plate(frames: torch.Tensor, alpha: torch.Tensor, fallback: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temporal median of frames (T, 3, H, W) over the frames where alpha (T, 1, H, W) marks background.
+def covered_masks(alpha: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
+    """Where the character may be in each frame: the reference alpha (1, H, W) moved by affines (T, 2, 3),
+    dilated by one pixel, >= PLATE_ALPHA. Returns (T, 1, H, W) bool, computed in chunks of frames."""
+    masks = []
+    for chunk in affines.split(CHUNK):
+        moved = warp(alpha[None].expand(chunk.shape[0], -1, -1, -1), chunk.to(alpha.dtype))
+        masks.append(F.max_pool2d(moved, 3, stride=1, padding=1) >= PLATE_ALPHA)
+    return torch.cat(masks)
 
-    Background = alpha < PLATE_ALPHA after dilating alpha by one pixel. Pixels that no frame shows as
-    background (the character never uncovers them) are inpainted from the seen plate around them
-    (OpenCV Telea), or taken from `fallback` (3, H, W) if no pixel at all was seen. Returns (plate
-    (3, H, W), seen (1, H, W) bool). Rows are done in bands to bound memory.
+
+def masked_median_plate(frames: torch.Tensor, covered: torch.Tensor, fallback: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal median of frames (T, 3, H, W) over the frames where `covered` (T, 1, H, W) bool is False.
+
+    Pixels that no frame shows uncovered (the character never leaves them) are inpainted from the seen
+    plate around them (OpenCV Telea), or taken from `fallback` (3, H, W) if no pixel at all was seen.
+    Returns (plate (3, H, W), seen (1, H, W) bool). Rows are done in bands to bound memory.
     """
-    covered = F.max_pool2d(alpha, 3, stride=1, padding=1) >= PLATE_ALPHA
     plate = torch.empty_like(fallback)
     band = max(1, (1 << 24) // max(1, frames.shape[0] * 3 * frames.shape[-1]))
     for top in range(0, frames.shape[-2], band):
         rows = slice(top, top + band)
-        values = frames[:, :, rows].masked_fill(covered[:, :, rows].expand(-1, 3, -1, -1), float("nan"))
+        values = frames[:, :, rows].float().masked_fill(covered[:, :, rows].expand(-1, 3, -1, -1), float("nan"))
         plate[:, rows] = values.nanmedian(dim=0).values
     seen = ~torch.isnan(plate[:1])
     if not seen.any():
@@ -196,33 +205,30 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
     return logits.detach()
 
 
-def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-              known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Layers of one clip: frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
+def working_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """(h, w) of the frames the layers are fitted on: the frame size, shrunk to a longest side of max_size."""
+    scale = min(1.0, max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
-    known: (T, 2, 3) normalized affines frame 0 -> t, used as given (variant `known`). Returns a dict:
-    `plate` (3, H, W); `character` (3, H, W) and `alpha` (1, H, W) the character layer at the reference
-    pose (straight RGB); `affines` (T, 2, 3) reference -> t; `mattes` (T, 1, H, W); `render` (T, 3, H, W)
-    the layered reconstruction.
-    """
-    model.eval()
-    frames = frames.float()
+
+def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
+             known: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4 of the module doc on frames (T, 3, h, w): returns (affines (T, 2, 3), alpha logits (1, h, w))."""
     count, size = frames.shape[0], frames.shape[-2:]
     reference = config.reference
     small = resize_frames(frames, model.size)
     features = encode(model, small)
     with torch.no_grad():
         coarse_plate = model.plates(torch.tensor([clip_index]))[0]
-    coarse_logits = matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0]
     if known is not None:
         affines = compose(known.float(), invert(known[reference].float()).expand(count, 2, 3))
     else:
+        coarse_logits = matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0]
         affines = track_affines(model, small, features, coarse_logits, coarse_plate, reference,
                                 config.track_steps, config.track_lr)
     logits = matte_logits(model, features[reference : reference + 1], size)[0]
     fallback = F.interpolate(coarse_plate[None], size=size, mode="bilinear", align_corners=False)[0]
-    _, mattes = render_layers(frames[reference], torch.sigmoid(logits), affines, fallback)
-    plate, seen = masked_median_plate(frames, mattes, fallback)
+    plate, seen = masked_median_plate(frames, covered_masks(torch.sigmoid(logits), affines), fallback)
     for _ in range(config.rounds):
         if known is None:
             alpha = torch.sigmoid(logits)
@@ -231,13 +237,38 @@ def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config:
             affines[reference] = identity(1)[0]
         logits = fit_matte(frames[reference], frames, logits, affines, plate, seen, config.refine_steps,
                            config.layer_lr)
-        _, mattes = render_layers(frames[reference], torch.sigmoid(logits), affines, plate)
-        plate, seen = masked_median_plate(frames, mattes, fallback)
+        plate, seen = masked_median_plate(frames, covered_masks(torch.sigmoid(logits), affines), fallback)
+    return affines, logits
+
+
+def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
+              known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Layers of one clip: frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
+
+    The fits run on the frames shrunk to a longest side of `config.max_size` (if larger); plate, colour
+    and mattes are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
+    -> t, used as given (variant `known`). Returns a dict: `plate` (3, H, W); `character` (3, H, W) and
+    `alpha` (1, H, W), the character layer at the reference pose (straight RGB); `affines` (T, 2, 3)
+    reference -> t; `mattes` (T, 1, H, W) uint8 (alpha * 255).
+    """
+    count, height, width = frames.shape[0], frames.shape[-2], frames.shape[-1]
+    if not 0 <= config.reference < count:
+        raise UserError(f"infer.reference: frame {config.reference} is outside the clip's {count} frames")
+    model.eval()
+    size = working_size(height, width, config.max_size)
+    working = frames.float() if size == (height, width) else resize_frames_to(frames.float(), size)
+    affines, logits = fit_clip(model, working, clip_index, config, known)
+    if size != (height, width):
+        logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     alpha = torch.sigmoid(logits)
-    character = foreground_colour(frames[reference], alpha, plate, seen)
-    render, mattes = render_layers(character, alpha, affines, plate)
-    return {"plate": plate, "character": character, "alpha": alpha, "affines": affines, "mattes": mattes,
-            "render": render.clamp(0, 1)}
+    with torch.no_grad():
+        fallback = F.interpolate(model.plates(torch.tensor([clip_index])), size=(height, width), mode="bilinear",
+                                 align_corners=False)[0]
+    plate, seen = masked_median_plate(frames, covered_masks(alpha, affines), fallback)
+    character = foreground_colour(frames[config.reference].float(), alpha, plate, seen)
+    mattes = torch.cat([(warp(alpha[None].expand(chunk.shape[0], -1, -1, -1), chunk) * 255).round().to(torch.uint8)
+                        for chunk in affines.split(CHUNK)])
+    return {"plate": plate, "character": character, "alpha": alpha, "affines": affines, "mattes": mattes}
 
 
 def clip_artifact(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
@@ -259,5 +290,5 @@ def clip_artifact(model: MotionModel, clip: Clip, clip_index: int, config: Infer
         "affines": layers["affines"],
         "affine_convention": "normalized coordinates, align_corners=False; maps reference-frame points "
         "to frame-t points (vidrender/geometry.py)",
-        "mattes": (layers["mattes"] * 255).round().to(torch.uint8),
+        "mattes": layers["mattes"],
     }

@@ -91,15 +91,19 @@ RAMPED_TERMS = ("equivariance", "matte_alignment", "alpha_sparsity", "alpha_bina
 
 
 def motion_loss(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossConfig, step: int, tracked: float
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossConfig, step: int, tracked: float = 0.0,
+    teacher: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of all terms for one batch of pairs. `out` is `MotionModel.forward`'s dict.
 
     The alpha terms ramp up linearly over `weights.regulariser_warmup` steps: at the start the character
     RGB is still wrong, alpha earns nothing, and full-strength regularisers would drive the sigmoid into
     saturation at 0 (an empty matte that never recovers). `tracked` > 0 adds the tracked-affine term
-    (batch key `tracked`) with that weight (its schedule is the task's). Returns (scalar loss, named
-    unweighted terms and the total, as floats).
+    (batch key `tracked`) with that weight (its schedule is the task's). `teacher` is the share of tracked
+    affines in the render (teacher forcing); matte alignment is weighted by 1 - teacher, because while the
+    mattes are still forming it only shook the predictor (its gradients were 50x the tracked term's and
+    the predictor learned nothing during the warm start). Returns (scalar loss, named unweighted terms and
+    the total, as floats).
     """
     target = batch["target"]
     # The matte priors act on each frame's own matte g_c(f_c(x)), which A does not touch: on the carried
@@ -118,12 +122,17 @@ def motion_loss(
             out["target_matte"], out["background"], target, weights.plate_agreement_scale
         ),
     }
+    if "aligned" in out:
+        alignment_l1, alignment_ssim = scene_terms(out["aligned"], target)
+        terms["alignment"] = alignment_l1 + weights.scene_ssim / max(weights.scene_l1, 1e-8) * alignment_ssim
     if tracked > 0:
         terms["tracked"] = affine_l1(out["predicted"], batch["tracked"])
     ramp = min(1.0, step / weights.regulariser_warmup) if weights.regulariser_warmup > 0 else 1.0
-    weight = {name: getattr(weights, name) * (ramp if name in RAMPED_TERMS else 1.0) for name in terms} | {
-        "tracked": tracked
-    }
+    weight = {name: getattr(weights, name) * (ramp if name in RAMPED_TERMS else 1.0) for name in terms}
+    weight["matte_alignment"] *= 1.0 - teacher
+    if "alignment" in terms:
+        weight["alignment"] *= 1.0 - teacher
+    weight["tracked"] = tracked
     total = sum(weight[name] * value for name, value in terms.items())
     logs = {name: float(value.detach()) for name, value in terms.items()}
     logs["loss"] = float(total.detach())

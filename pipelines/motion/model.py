@@ -163,26 +163,56 @@ class MotionModel(nn.Module):
         clip: torch.Tensor,
         known: torch.Tensor | None = None,
         guide: torch.Tensor | None = None,
-        guide_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """One training pair: frames (B, 3, S, S) in [0, 1], clip indices (B,), optional known affines.
 
-        guide (B, 2, 3), optional: affines (e.g. tracked) blended into the rendered motion,
-        A = w * guide + (1 - w) * h(...) with w = `guide_weight` (teacher forcing while a learned
-        predictor is still poor, so the matte learns from well-aligned pairs meanwhile).
+        The layers are rendered with the predictor's affine, detached: they learn from its motion but do
+        not push it (a misaligned A would teach the matte that the character does not pay, and the matte
+        emptied for good). guide (B, 2, 3), optional (label-free variants: OpenCV-tracked affines): each
+        pair is rendered with whichever of guide and prediction reproduces its target better, so a
+        predictor that is still poor, or a tracker that failed on a pair, never costs the matte.
 
         Returns `render`'s dict plus `affine` (B, 2, 3) rendered with, `predicted` (B, 2, 3) the
         predictor's own, `source_features` = f_c(x_t) and `target_features` = f_c(x_{t+k}) (both
-        (B, C, S, S), with gradients), and each frame's own matte `source_matte` = g_c(f_c(x_t)),
-        `target_matte` = g_c(f_c(x_{t+k})) (B, 1, S, S), unwarped.
+        (B, C, S, S), with gradients), each frame's own matte `source_matte` = g_c(f_c(x_t)),
+        `target_matte` = g_c(f_c(x_{t+k})) (B, 1, S, S), unwarped, and for learned predictors `aligned`
+        (B, 3, S, S), the predictor's own render (`align`).
         """
         both = self.encoder(torch.cat([source, target], dim=0))
         source_features, target_features = both.chunk(2, dim=0)
         predicted = self.predictor(source, target, source_features, target_features, known)
-        affine = predicted if guide is None else guide_weight * guide + (1 - guide_weight) * predicted
-        out = self.render(source, source_features, affine, clip)
+        out = self.render(source, source_features, predicted.detach(), clip)
+        out["affine"] = predicted.detach()
+        if guide is not None:
+            out = self._better_of(out, self.render(source, source_features, guide, clip) | {"affine": guide}, target)
         own_mattes = torch.sigmoid(self.matte.layers(both))
         source_matte, target_matte = own_mattes.chunk(2, dim=0)
-        out.update(affine=affine, predicted=predicted, source_features=source_features,
-                   target_features=target_features, source_matte=source_matte, target_matte=target_matte)
+        out.update(predicted=predicted, source_features=source_features, target_features=target_features,
+                   source_matte=source_matte, target_matte=target_matte)
+        if self.variant != "known":
+            out["aligned"] = self.align(source, source_matte, predicted, out["background"])
         return out
+
+    @staticmethod
+    def _better_of(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], target: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+        """Per pair, the render dict whose `frame` has the lower L1 to `target` (B, 3, S, S)."""
+        with torch.no_grad():
+            errors = [(render["frame"] - target).abs().mean((1, 2, 3)) for render in (first, second)]
+            take_second = errors[1] < errors[0]
+        pick = take_second.view(-1, *([1] * (target.dim() - 1)))
+        return {key: torch.where(pick if value.dim() == 4 else pick[..., 0], second[key], value)
+                for key, value in first.items()}
+
+    @staticmethod
+    def align(source: torch.Tensor, source_matte: torch.Tensor, affine: torch.Tensor, background: torch.Tensor
+              ) -> torch.Tensor:
+        """The predictor's own render (B, 3, S, S): the source character (frames (B, 3, S, S), own matte
+        (B, 1, S, S)) moved by `affine` (B, 2, 3) over `background` (B, 3, S, S), with the layers detached.
+
+        Its scene loss reaches only A: direct image alignment through the layered renderer, which is how a
+        learned predictor learns the motion without labels, while the layers stay out of its way.
+        """
+        alpha = source_matte.detach()
+        moved = warp(torch.cat([source * alpha, alpha], dim=1), affine)
+        return moved[:, :3] + (1 - moved[:, 3:]) * background.detach()

@@ -103,10 +103,8 @@ class MotionTask:
         return torch.eye(2, 3) if table is None else relative_affine(table, source, target).float()
 
     def warm_start_weight(self, step: int) -> float:
-        """Share of the tracked affines in the rendered motion at `step` (teacher forcing of the label-free
-        variants): 1 for the first half of `data.warm_start_steps`, then fading linearly to 0 by its end;
-        0 without tracking or for `known`. (Blending the untrained predictor in from the start put enough of
-        its noise into the render to empty the matte of a small character.)"""
+        """How far the label-free warm start still is from over at `step`: 1 for the first half of
+        `data.warm_start_steps`, then fading linearly to 0 by its end; 0 without tracking or for `known`."""
         warm = self.config.data.warm_start_steps
         if self.config.variant == "known" or warm == 0:
             return 0.0
@@ -115,21 +113,21 @@ class MotionTask:
     def training_loss(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss of a batch of pairs and named float logs (`losses.motion_loss`, plus `max_gap`).
 
-        Label-free variants with tracking render with `warm * tracked + (1 - warm) * predicted` affines
-        (`warm_start_weight`), and their predictor is pulled to the tracked affines with weight
-        `loss.tracked` at the start, `loss.tracked_prior` once the warm start is over: without that
-        anchor a learned predictor could leave the character after the hand-over (seen with
-        `feature-pair`: the matte emptied and A ran to its bounds).
+        Label-free variants with tracking give the model the tracked affines as a guide (each pair's
+        layers learn from the better of tracked and predicted motion, `MotionModel.forward`), and pull
+        their predictor to the tracked affines with weight `loss.tracked` at the start, fading to
+        `loss.tracked_prior` over the warm start (`warm_start_weight`): a teacher while the predictor
+        knows nothing, then an anchor that keeps it from leaving the character.
         """
         batch = self._apply_curriculum(batch, step)
         known = batch["affine"] if self.config.variant == "known" else None
+        has_tracks = self.config.variant != "known" and self.tracked[0] is not None
+        out = model(batch["source"], batch["target"], batch["clip"], known, batch["tracked"] if has_tracks else None)
         warm = self.warm_start_weight(step)
-        guide = batch["tracked"] if warm > 0 else None
-        out = model(batch["source"], batch["target"], batch["clip"], known, guide, warm)
         tracked = 0.0
-        if self.tracked[0] is not None:
+        if has_tracks:
             tracked = warm * self.config.loss.tracked + (1 - warm) * self.config.loss.tracked_prior
-        loss, logs = motion_loss(out, batch, self.config.loss, step, tracked)
+        loss, logs = motion_loss(out, batch, self.config.loss, step, tracked, warm)
         logs["max_gap"] = float(self.max_gap_at(step))
         return loss, logs
 
