@@ -20,6 +20,11 @@ Choices that design out the failure modes measured in DESIGN.md:
   strong, textured gradient of direct image alignment. g_c only has to say *where* the character is.
 * f_c ends in a GroupNorm without affine parameters: every group of channels has zero mean and unit
   variance over the map, so `|| T_A z_c - z_c' ||` cannot be won by features that shrink to nothing.
+* Label-free predictors and the layers do not train each other directly. The layers are rendered with
+  the predictor's A detached (or, per pair, with the OpenCV-tracked affine when that explains the
+  target better), and the predictor learns from its own render of the detached layers (`align`):
+  direct image alignment. When A and the matte trained each other, an A still poor at the end of the
+  warm start taught the matte that the character does not pay, and the matte emptied for good.
 * `seen` is the warped all-ones map: 1 where T_A z_c comes from inside the source frame. Alpha is
   multiplied by it, so the character layer never invents content from zero padding.
 """

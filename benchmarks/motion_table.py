@@ -1,0 +1,141 @@
+"""The per-variant results table of pipeline `motion` (README "Results"), regenerated with one command.
+
+For each seed, makes a synthetic 128x128 clip of 64 frames with truth (`vidrender.synth.make_clip`),
+then for each variant does what `vidrender train CLIP -o m.pt --variant V` does with default settings
+(`known` takes the truth's affines, as `--affines truth`; `known-track` takes OpenCV tracks, as
+`--affines track`), scores the checkpoint as `vidrender eval m.pt --truth DIR --baseline classical`
+does, and times each phase: tracking (label-free variants), training, inference (the layers stored in
+the checkpoint). Prints a markdown table per clip and the mean, then one JSON object on the last line.
+
+    python benchmarks/motion_table.py [--seeds 0 1 2] [--variants known frame-pair feature-pair]
+        [--out DIR] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from pipelines.motion.config import MotionConfig
+from pipelines.motion.evaluation import evaluate_checkpoint
+from pipelines.motion.inputs import load_clips
+from pipelines.motion.task import MotionTask
+from vidrender.config import load_config, to_dict
+from vidrender.io.checkpoint import save_checkpoint
+from vidrender.synth import make_clip, write_truth
+from vidrender.train import train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "motion"
+# variant name in the table -> (config file, --affines)
+VARIANTS = {
+    "known": ("known.yaml", ["truth"]),
+    "known-track": ("known.yaml", ["track"]),
+    "frame-pair": ("frame_pair.yaml", []),
+    "feature-pair": ("feature_pair.yaml", []),
+}
+METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr")
+HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True}
+
+
+def run_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
+    """Train `variant` on the truth folder like `vidrender train`, score it like `vidrender eval`."""
+    config_file, affines = VARIANTS[variant]
+    settings = load_config(MotionConfig, CONFIGS / config_file, overrides)
+    started = time.perf_counter()
+    clips = load_clips([truth_dir], settings.variant, affines, None)
+    task = MotionTask(settings, clips)
+    tracked = time.perf_counter()
+    model = train(task, settings.train, out_dir / f"{variant}.run", cpu=True)
+    trained = time.perf_counter()
+    artifact = task.artifact(model)
+    inferred = time.perf_counter()
+    checkpoint = out_dir / f"{variant}.pt"
+    save_checkpoint(checkpoint, "motion", to_dict(settings), model.state_dict(), artifact)
+    scores = evaluate_checkpoint(checkpoint, truth_dir, baseline="classical")
+    training = trained - tracked
+    return {
+        "model": scores["model"],
+        "classical": scores["classical"],
+        "seconds": {"tracking": tracked - started, "training": training, "inference": inferred - trained,
+                    "total": inferred - started},
+        "pairs_per_second": settings.train.steps * settings.train.batch_size / training,
+        "beats_classical": all(
+            (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name] for name in METRICS
+        ),
+    }
+
+
+def table(rows: dict[str, dict]) -> str:
+    """Markdown table: one row per variant plus the classical baseline."""
+    lines = [
+        "| variant | background PSNR (dB) | matte IoU | affine error (px) | recon. PSNR (dB) | train time (s) | "
+        "total time (s) | pairs/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, row in rows.items():
+        model = row["model"]
+        lines.append(
+            f"| {variant} | {model['background_psnr']:.1f} | {model['matte_iou']:.3f} | "
+            f"{model['affine_error_px']:.2f} | {model['reconstruction_psnr']:.1f} | {row['seconds']['training']:.0f} | "
+            f"{row['seconds']['total']:.0f} | {row['pairs_per_second']:.0f} |"
+        )
+    classical = next(iter(rows.values()))["classical"]
+    lines.append(
+        f"| classical (median + difference) | {classical['background_psnr']:.1f} | {classical['matte_iou']:.3f} | "
+        f"{classical['affine_error_px']:.2f} | {classical['reconstruction_psnr']:.1f} | - | - | - |"
+    )
+    return "\n".join(lines)
+
+
+def mean_rows(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Mean over seeds of every number of every variant's row."""
+    def mean(values):
+        first = values[0]
+        if isinstance(first, dict):
+            return {key: mean([value[key] for value in values]) for key in first}
+        if isinstance(first, bool):
+            return all(values)
+        return statistics.fmean(values)
+
+    variants = next(iter(per_seed.values())).keys()
+    return {variant: mean([rows[variant] for rows in per_seed.values()]) for variant in variants}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["known", "frame-pair", "feature-pair"],
+                        choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("motion-table"))
+    parser.add_argument("--size", type=int, default=128, help="clip side in pixels")
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
+    args = parser.parse_args()
+
+    per_seed: dict[int, dict[str, dict]] = {}
+    for seed in args.seeds:
+        clip_dir = args.out / f"seed{seed}"
+        truth_dir = clip_dir / "truth"
+        if not truth_dir.exists():
+            write_truth(make_clip(seed, size=args.size, frames=args.frames), truth_dir)
+        per_seed[seed] = {variant: run_variant(variant, truth_dir, clip_dir, args.overrides)
+                          for variant in args.variants}
+        print(f"\nseed {seed} ({args.size}x{args.size}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
+    mean = mean_rows(per_seed)
+    print(f"\nmean over seeds {args.seeds}\n\n{table(mean)}")
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "load_average": os.getloadavg()[0]}
+    print(json.dumps({"machine": machine, "size": args.size, "frames": args.frames, "seeds": args.seeds,
+                      "overrides": args.overrides, "per_seed": per_seed, "mean": mean}))
+
+
+if __name__ == "__main__":
+    main()
