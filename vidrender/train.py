@@ -13,9 +13,18 @@ Run folder layout (`run_dir`)::
     tensorboard/                 when the tensorboard package is installed
 
 Checkpoint folders are written under a temporary name and renamed when complete, so a run killed
-mid-save keeps its previous checkpoint; they are named by step rather than by accelerate's automatic
-counter, which `load_state` does not restore (DESIGN.md section 4). A non-finite loss stops the run
-before anything is saved over the last good checkpoint.
+mid-save (even by SIGKILL) keeps its previous checkpoint; they are named by step rather than by
+accelerate's automatic counter, which `load_state` does not restore (DESIGN.md section 4). A non-finite
+loss stops the run before anything is saved over the last good checkpoint.
+
+Failing early and cleanly:
+* Before the first step every process checks that the run folder can be created and written and that
+  its disk has room for `keep_checkpoints + 1` training states (about 3x the model's size each: weights
+  and Adam's two moments) plus MIN_FREE_BYTES (for the final `.pt`, previews and logs); a save that
+  still fails (the disk filled up meanwhile) is a one-line error that keeps the previous checkpoint.
+* Ctrl-C (SIGINT) asks the loop to stop at the end of the current optimizer step, where it saves a
+  checkpoint and raises UserError; all processes agree on the step to stop at. A second Ctrl-C
+  stops at once without saving (the last checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +51,9 @@ from vidrender.config import TrainConfig
 from vidrender.errors import UserError
 
 CHECKPOINT_PREFIX = "step_"
+# Free space a run needs beyond its training checkpoints: the final .pt (a motion artifact holds plates
+# and character layers at the clip's native size), previews and logs. A floor, not a guarantee.
+MIN_FREE_BYTES = 100 * 1024**2
 
 
 class TrainTask(Protocol):
@@ -77,7 +92,11 @@ class NonFiniteLoss(UserError):
 
 
 def make_accelerator(config: TrainConfig, run_dir: Path, cpu: bool = False) -> Accelerator:
-    """An Accelerator for this run; fails fast if the launcher and accelerate disagree on processes."""
+    """An Accelerator for this run; fails fast if the launcher and accelerate disagree on processes.
+
+    Mixed precision is `train.mixed_precision` when that is fp16 or bf16, else the launcher's setting
+    (`no` without a launcher).
+    """
     log_with = None
     if config.tensorboard:
         try:
@@ -91,7 +110,9 @@ def make_accelerator(config: TrainConfig, run_dir: Path, cpu: bool = False) -> A
     use_cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     accelerator = Accelerator(
         cpu=use_cpu or not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
+        # None defers to the launcher (`accelerate launch --mixed_precision` or its config file's value);
+        # an explicit "no" would silently override e.g. configs/accelerate/gpus_bf16.yaml
+        mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
@@ -116,6 +137,40 @@ def check_process_count(num_processes: int) -> None:
         )
 
 
+def check_output_location(folder: str | Path, need_bytes: int = MIN_FREE_BYTES) -> None:
+    """Raise UserError unless `folder` (existing or still to be created) can be written with `need_bytes` free.
+
+    Creates nothing: writes and removes a nameless file in the nearest existing ancestor, which catches
+    read-only file systems and what `os.access` misjudges (root, network file systems), then checks the
+    free space there with `shutil.disk_usage`.
+    """
+    folder = Path(folder).absolute()
+    existing = next(path for path in [folder, *folder.parents] if path.exists())
+    if not existing.is_dir():
+        if existing == folder:
+            raise UserError(f"{folder}: is a file, not a folder; cannot write into it")
+        raise UserError(f"{folder}: cannot be created, {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{folder}: cannot write there ({err.strerror or err})") from None
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise UserError(
+            f"{folder}: only {free / 1024**2:.0f} MB free on its disk, training needs at least "
+            f"{need_bytes / 1024**2:.0f} MB (checkpoints and output); free some space or write elsewhere"
+        )
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse an output file (.pt) that could not be written, before any training starts, not after."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a .pt file name")
+    check_output_location(path.parent)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint folder in `run_dir/checkpoints`, or None."""
     folder = Path(run_dir) / "checkpoints"
@@ -134,7 +189,14 @@ def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -
         shutil.rmtree(partial, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    try:
+        accelerator.save_state(str(partial))
+    except Exception as err:  # OSError, torch's RuntimeError, SafetensorError: whatever a full disk raises
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(
+            f"{run_dir}: could not save the checkpoint of step {step} ({reason}); the previous one is kept"
+        ) from err
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -143,6 +205,64 @@ def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -
         for old in complete[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+class _StopRequest:
+    """Turns Ctrl-C into a request the loop honours at a step boundary (see the module doc).
+
+    Only the main thread may set signal handlers; elsewhere Ctrl-C keeps Python's default behaviour.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        """True on every process once any process was asked to stop (one tiny all-reduce per step)."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
+        return accelerator.reduce(flag, reduction="sum").item() > 0
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines after `step` (written after the checkpoint a run resumes from) and any torn last line."""
+    if not log_path.is_file():
+        return
+    from vidrender.io.atomic import atomic_path
+
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+def _mean_over_processes(accelerator: Accelerator, logs: dict) -> dict[str, float]:
+    """Each named scalar averaged over all processes (every process logs the same names)."""
+    if accelerator.num_processes == 1 or not logs:
+        return {name: float(value) for name, value in logs.items()}
+    values = torch.tensor([float(value) for value in logs.values()], device=accelerator.device)
+    return dict(zip(logs, accelerator.reduce(values, reduction="mean").tolist(), strict=True))
 
 
 def _save_preview(image: torch.Tensor, path: Path) -> None:
@@ -165,12 +285,16 @@ def train(
     Every process runs this function; only the main process prints and writes files. With `resume`,
     training continues from the newest checkpoint in `run_dir` (model, optimizer, RNG, step, data
     position); without it, an existing run folder's checkpoints are left alone but not used.
+    Logged scalars are means over processes. Raises UserError when the run folder is not writable or
+    its disk too full (before training), and when interrupted by Ctrl-C (after saving).
     """
     run_dir = Path(run_dir)
     console = console or Console(stderr=True)
     accelerator = make_accelerator(config, run_dir, cpu=cpu)
     set_seed(config.seed)
     model = task.build_model()
+    model_bytes = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    check_output_location(run_dir, MIN_FREE_BYTES + (config.keep_checkpoints + 1) * 3 * model_bytes)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     dataset = task.build_dataset()
     if len(dataset) < config.batch_size * accelerator.num_processes:
@@ -198,8 +322,11 @@ def train(
         accelerator.load_state(str(checkpoint))
         if accelerator.is_main_process:
             console.print(f"resumed from {checkpoint} at step {position.step}")
+    log_path = run_dir / "log.jsonl"
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _truncate_log(log_path, position.step)
     if accelerator.log_with:
         accelerator.init_trackers(task.name)
 
@@ -219,54 +346,55 @@ def train(
         console=console,
         disable=not accelerator.is_main_process,
     )
-    log_path = run_dir / "log.jsonl"
     last_batch = None
-    try:
-        with progress:
-            bar = progress.add_task(f"train {task.name}", total=config.steps, completed=position.step, rate=0.0,
-                                    loss=float("nan"))
-            started, started_step = time.perf_counter(), position.step
-            while position.step < config.steps:
-                loader.set_epoch(epoch)
-                epoch_loader = accelerator.skip_first_batches(loader, skip * config.grad_accum) if skip else loader
-                skip = 0
-                micro = 0
-                for batch in epoch_loader:
-                    with accelerator.accumulate(model):
-                        loss, logs = task.training_loss(model, batch, position.step)
-                        _stop_if_not_finite(accelerator, loss, position.step)
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and config.grad_clip > 0:
-                            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                        optimizer.step()
-                        optimizer.zero_grad()
-                    micro += 1
-                    if micro % config.grad_accum:
-                        continue
-                    position.step += 1
-                    last_batch = batch
-                    step = position.step
-                    loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
-                    rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
-                    progress.update(bar, completed=step, rate=rate, loss=loss_value)
-                    if step % config.log_every == 0 or step == config.steps:
-                        scalars = {"loss": loss_value, **{k: float(v) for k, v in logs.items()}}
-                        accelerator.log(scalars, step=step)
-                        if accelerator.is_main_process:
-                            with log_path.open("a") as log:
-                                log.write(json.dumps({"step": step, **scalars}) + "\n")
-                    if config.preview_every and step % config.preview_every == 0 and accelerator.is_main_process:
-                        with torch.no_grad():
-                            image = task.preview(accelerator.unwrap_model(model), batch)
-                        _save_preview(image, run_dir / "previews" / f"step_{step:08d}.png")
-                    if config.save_every and step % config.save_every == 0 and step < config.steps:
+    saved_step = position.step if resume else None
+    with _StopRequest() as stop, progress:
+        bar = progress.add_task(f"train {task.name}", total=config.steps, completed=position.step, rate=0.0,
+                                loss=float("nan"))
+        started, started_step = time.perf_counter(), position.step
+        while position.step < config.steps:
+            loader.set_epoch(epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, skip * config.grad_accum) if skip else loader
+            skip = 0
+            micro = 0
+            for batch in epoch_loader:
+                with accelerator.accumulate(model):
+                    loss, logs = task.training_loss(model, batch, position.step)
+                    _stop_if_not_finite(accelerator, loss, position.step)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                micro += 1
+                if micro % config.grad_accum:
+                    continue
+                position.step += 1
+                last_batch = batch
+                step = position.step
+                loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
+                progress.update(bar, completed=step, rate=rate, loss=loss_value)
+                if step % config.log_every == 0 or step == config.steps:
+                    scalars = {"loss": loss_value, **_mean_over_processes(accelerator, logs)}
+                    accelerator.log(scalars, step=step)
+                    if accelerator.is_main_process:
+                        with log_path.open("a") as log:
+                            log.write(json.dumps({"step": step, **scalars}) + "\n")
+                if config.preview_every and step % config.preview_every == 0 and accelerator.is_main_process:
+                    with torch.no_grad():
+                        image = task.preview(accelerator.unwrap_model(model), batch)
+                    _save_preview(image, run_dir / "previews" / f"step_{step:08d}.png")
+                if config.save_every and step % config.save_every == 0 and step < config.steps:
+                    _save_state(accelerator, run_dir, step, config.keep_checkpoints)
+                    saved_step = step
+                if stop.agreed(accelerator):
+                    if saved_step != step:
                         _save_state(accelerator, run_dir, step, config.keep_checkpoints)
-                    if step >= config.steps:
-                        break
-                epoch += 1
-    except KeyboardInterrupt:
-        _save_state(accelerator, run_dir, position.step, config.keep_checkpoints)
-        raise UserError(f"interrupted at step {position.step}; saved, continue with --resume") from None
+                    raise UserError(f"interrupted at step {step}; saved, continue with --resume")
+                if step >= config.steps:
+                    break
+            epoch += 1
     _save_state(accelerator, run_dir, position.step, config.keep_checkpoints)
     if config.preview_every and accelerator.is_main_process and last_batch is not None:
         with torch.no_grad():

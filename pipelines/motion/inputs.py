@@ -100,7 +100,7 @@ def load_clips(
 ) -> list[Clip]:
     """Every CLIP argument as a `Clip` (see `load_clip`)."""
     sources = affine_sources(paths, affines)
-    return [load_clip(path, variant, source, max_frames) for path, source in zip(paths, sources)]
+    return [load_clip(path, variant, source, max_frames) for path, source in zip(paths, sources, strict=True)]
 
 
 def tracked_affines(clip: Clip) -> torch.Tensor:

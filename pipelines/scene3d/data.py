@@ -95,8 +95,8 @@ def _number(value, what: str) -> float:
         raise UserError(f"{what} must be a number, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{what} must be a number, got {str(value)[:40]}") from None
     if not math.isfinite(number):
         raise UserError(f"{what} must be finite, got {value!r}")
     return number
@@ -108,8 +108,8 @@ def _read_params(params_path: Path) -> dict[str, tuple[float, float, int]]:
         params = json.loads(params_path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{params_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{params_path}: cannot be read ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:  # unreadable, not UTF-8, huge integers, deep nesting
+        raise UserError(f"{params_path}: cannot be read ({str(error)[:120]})") from None
     if not isinstance(params, dict):
         raise UserError(f'{params_path}: expected an object {{"NNNNN": {{"azimuth": ...}}}}, got a list/value')
     views = {}
@@ -191,7 +191,7 @@ def load_image(path: Path, size: int | None = None, crop: int | None = None) -> 
     try:
         with Image.open(path) as image:
             pixels = TF.pil_to_tensor(image.convert("RGB"))
-    except OSError as error:
+    except (OSError, Image.DecompressionBombError) as error:  # PIL refuses images over ~179 Mpixel
         raise UserError(f"{path}: cannot be read as an image ({error})") from None
     side = min(pixels.shape[-2:]) if crop is None else crop
     pixels = TF.center_crop(pixels, [side, side])

@@ -64,7 +64,9 @@ def load_checkpoint(path: str | Path, pipeline: str) -> dict[str, Any]:
     """Read and check a checkpoint of `pipeline`; returns the plain dict described in the module doc.
 
     Raises `UserError` for a missing file, a file that is not a checkpoint, one holding pickled objects
-    (refused unexecuted), one of another pipeline, or one written by a newer format version.
+    (refused unexecuted), one of another pipeline, one written by a newer format version, or one whose
+    config, weights or artifact is not a dict (weights: of named tensors). The contents of the artifact
+    and whether the weights fit a model are the pipeline's to check (`check_weights`).
     """
     path = Path(path)
     if not path.is_file():
@@ -82,14 +84,28 @@ def load_checkpoint(path: str | Path, pipeline: str) -> dict[str, Any]:
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a vidrender checkpoint (missing {', '.join(REQUIRED_KEYS)})")
     version = payload["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: not a vidrender checkpoint (format_version {str(version)[:20]!r} is not 1, 2, ...)")
+    if version > FORMAT_VERSION:
         raise UserError(
             f"{path}: checkpoint format version {version} is newer than this vidrender reads "
             f"({FORMAT_VERSION}); upgrade vidrender"
         )
     if payload["pipeline"] != pipeline:
-        raise UserError(f"{path}: this is a '{payload['pipeline']}' checkpoint, expected a '{pipeline}' one")
+        raise UserError(f"{path}: this is a '{str(payload['pipeline'])[:40]}' checkpoint, expected a '{pipeline}' one")
+    _check_layout(payload, path)
     return payload
+
+
+def _check_layout(payload: dict, path: Path) -> None:
+    """The containers every pipeline relies on have their documented types (an edited file may not)."""
+    for key in ("config", "artifact", "weights"):
+        if not isinstance(payload[key], dict):
+            raise UserError(f"{path}: damaged checkpoint, '{key}' is a {type(payload[key]).__name__}, not a dict")
+    bad = [str(name)[:60] for name, tensor in payload["weights"].items()
+           if not isinstance(name, str) or not isinstance(tensor, torch.Tensor)]
+    if bad:
+        raise UserError(f"{path}: damaged checkpoint, weights must be named tensors (not: {', '.join(bad[:3])})")
 
 
 def check_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module, path: str | Path) -> None:

@@ -63,23 +63,47 @@ def read_trajectory(path: str | Path, width: int | None = None, height: int | No
         raise UserError(f"{path}: no such trajectory file")
     try:
         payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # bad syntax or bytes, an integer of > 4300 digits, deep nesting
+        raise UserError(f"{path}: not valid JSON ({str(err)[:120]})") from None
     if not isinstance(payload, dict) or "frames" not in payload:
         raise UserError(f'{path}: expected a JSON object with a "frames" list of 2x3 affines')
-    pixel = geometry.check_affines(payload["frames"], str(path))
+    try:
+        pixel = geometry.check_affines(payload["frames"], str(path))
+    except (OverflowError, RuntimeError) as err:  # integers beyond float64, which torch cannot convert
+        raise UserError(f"{path}: affines must be 2x3 matrices of ordinary numbers ({str(err)[:80]})") from None
     grid_width, grid_height = payload.get("width", width), payload.get("height", height)
     for name, value in (("width", grid_width), ("height", grid_height)):
         if value is None:
             raise UserError(f'{path}: no "{name}" in the file and no clip to take it from')
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise UserError(f'{path}: "{name}" must be a positive number, got {value!r}')
+        if not _is_positive_number(value):
+            raise UserError(f'{path}: "{name}" must be a positive number, got {_short(value)}')
     fps = payload.get("fps")
-    if fps is not None and (not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0):
-        raise UserError(f'{path}: "fps" must be a positive number, got {fps!r}')
+    if fps is not None and not _is_positive_number(fps):
+        raise UserError(f'{path}: "fps" must be a positive number, got {_short(fps)}')
     reference = payload.get("reference", 0)
-    if not isinstance(reference, int) or not 0 <= reference < len(pixel):
-        raise UserError(f'{path}: "reference" must be a frame index in 0..{len(pixel) - 1}, got {reference!r}')
+    if isinstance(reference, bool) or not isinstance(reference, int) or not 0 <= reference < len(pixel):
+        raise UserError(f'{path}: "reference" must be a frame index in 0..{len(pixel) - 1}, got {_short(reference)}')
+    normalized = geometry.pixel_to_normalized(pixel, grid_width, grid_height)
+    # consumers work in float32: values that overflow it (absurd sizes or shifts) would turn into NaN there
+    if not torch.isfinite(normalized.float()).all():
+        raise UserError(f"{path}: affines are too large for a {grid_width}x{grid_height} frame (overflow)")
     info = {key: value for key, value in payload.items() if key != "frames"}
     info.update(width=grid_width, height=grid_height, reference=reference)
-    return geometry.pixel_to_normalized(pixel, grid_width, grid_height), info
+    return normalized, info
+
+
+def _is_positive_number(value) -> bool:
+    """A finite number above 0; JSON true/false are not numbers even though Python's bool is an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return False
+    return math.isfinite(number) and number > 0
+
+
+def _short(value) -> str:
+    """A JSON value for an error message, cut so that the message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

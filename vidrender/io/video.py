@@ -15,6 +15,11 @@ Conventions:
 
 Every problem a user can fix (missing file, not a video, no video stream, zero frames, a truncated or
 corrupt file, an unreadable image, frames too large to hold) raises UserError naming the file.
+
+Memory bound: frames over `max_pixels` (default DEFAULT_MAX_PIXELS = 8192 x 8192, 67 Mpixel) are refused
+from the container header, before any frame is converted, and every decoded frame is checked again (a
+damaged header can lie), so a 10000 x 10000 clip is one line of error, never an out-of-memory kill. Reads
+with a `size` instead shrink each frame as it is decoded and hold only one native frame at a time.
 """
 
 from __future__ import annotations
@@ -349,10 +354,11 @@ def _match_pattern(pattern: str) -> list[Path]:
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int, downscaling: bool) -> None:
+    """Refuse frames over `max_pixels` before any is converted (a read with a `size` shrinks them instead)."""
     if width * height > max_pixels and not downscaling:
         raise UserError(
-            f"{path}: frames are {width}x{height}, over the limit of {max_pixels} pixels; "
-            "read with a size to downscale frame by frame, or raise max_pixels"
+            f"{path}: frames are {width}x{height} ({width * height / 1e6:.0f} Mpixel), over the limit of "
+            f"{max_pixels / 1e6:.0f} Mpixel; downscale the video first (e.g. ffmpeg -i IN -vf scale=-2:2160 OUT.mp4)"
         )
 
 
@@ -407,6 +413,8 @@ class _VideoFile:
 
     def __init__(self, path: Path, max_pixels: int, downscaling: bool):
         self.path = path
+        self.max_pixels, self.downscaling = max_pixels, downscaling
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the first decoded frame
         self._open()
         try:
             self._describe(max_pixels, downscaling)
@@ -431,6 +439,9 @@ class _VideoFile:
             raise UserError(f"{self.path}: has no video stream (audio-only or data file?)")
         self.stream = self.container.streams.video[0]
         context = self.stream.codec_context
+        if context is None:
+            self.container.close()
+            raise UserError(f"{self.path}: its video stream has a codec FFmpeg does not know; cannot decode it")
         self.vpx_alpha = self.stream.metadata.get("alpha_mode") == "1" and context.name in _ALPHA_DECODERS
         if self.vpx_alpha:
             self.decoder = av.codec.CodecContext.create(_ALPHA_DECODERS[context.name], "r")
@@ -478,8 +489,11 @@ class _VideoFile:
             return self.stream.duration * self.time_base
         tag = self.stream.metadata.get("DURATION")
         if tag:
-            hours, minutes, seconds = tag.split(":")
-            return Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+            try:
+                hours, minutes, seconds = tag.split(":")
+                return Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+            except ValueError:
+                pass  # a damaged tag says nothing about the length: fall back to the container's
         if len(self.container.streams) == 1 and self.container.duration:
             return Fraction(self.container.duration, av.time_base)
         return None
@@ -501,8 +515,25 @@ class _VideoFile:
             for frame in frames:
                 if frame.is_corrupt:
                     raise UserError(f"{self.path}: frame {count} is corrupt; the file is damaged")
+                self._check_frame_size(frame, count)
                 count += 1
                 yield frame
+
+    def _check_frame_size(self, frame: av.VideoFrame, index: int) -> None:
+        """Every frame must have the first one's size, and that within the pixel limit (headers can lie).
+
+        Damaged files decode to frames of random sizes; streams that legitimately change resolution are
+        rare and refused too, since every consumer wants one frame size.
+        """
+        size = (frame.width, frame.height)
+        if self.frame_size is None:
+            _check_pixels(self.path, *size, self.max_pixels, self.downscaling)
+            self.frame_size = size
+        elif size != self.frame_size:
+            raise UserError(
+                f"{self.path}: frame {index} is {size[0]}x{size[1]} but the first is "
+                f"{self.frame_size[0]}x{self.frame_size[1]}; the file is corrupt or changes size mid-stream"
+            )
 
     def _time(self, decoded: av.VideoFrame) -> Fraction | None:
         return None if decoded.pts is None else (decoded.pts - self.start_pts) * self.time_base
