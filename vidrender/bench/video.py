@@ -5,7 +5,9 @@ RGB, 24 fps, at 128 and 256 px square: motion and noise give the codecs real wor
 a flat clip. Decode reads its H.264 file (CRF 18, yuv420p, as `.mp4` output is written) through
 `vidrender.io.video.iter_frames`, next to PyAV's own loop (FFmpeg's default slice threading, and frame
 threading) and the `ffmpeg` command line decoding to RGB and discarding it (when installed), all to
-(H, W, 3) RGB. Encode writes the same frames with `vidrender.io.video_write.write_video` in every
+(H, W, 3) RGB. The `ffmpeg` figure includes starting the process (several milliseconds, a large share of
+a short clip's decode), so it also comes without: the time of the same command stopped after the first
+frame is taken off. Encode writes the same frames with `vidrender.io.video_write.write_video` in every
 output format. Rates are frames per wall-clock second of the fastest run, file opening included.
 """
 
@@ -119,24 +121,34 @@ def decode_rates(path: Path, count: int, plan: Plan) -> tuple[dict, float]:
         if name == "iter_frames":
             first_pass_mib = first_pass.increase_mib
     ffmpeg = ffmpeg_decoder(path)
+    first_frame = ffmpeg_decoder(path, frames=1) if callable(ffmpeg) else ffmpeg
     if callable(ffmpeg):
         decoders["ffmpeg_cli"] = ffmpeg
+    if callable(first_frame):
+        decoders["ffmpeg_cli_first_frame"] = first_frame
     timings = time_interleaved(decoders, plan.repeats, plan.warmup, plan.max_seconds)
-    rates = {name: timing.rate(count) for name, timing in timings.items()}
+    rates = {name: timing.rate(count) for name, timing in timings.items() if name != "ffmpeg_cli_first_frame"}
     if not callable(ffmpeg):
         rates["ffmpeg_cli"] = ffmpeg
+    if callable(first_frame):
+        # the frames after the first, without process start, probing and the first frame's decode
+        rest = timings["ffmpeg_cli"].min - timings["ffmpeg_cli_first_frame"].min
+        rates["ffmpeg_cli_after_startup"] = (count - 1) / rest if count > 1 and rest > 0 else None
+    else:
+        rates["ffmpeg_cli_after_startup"] = first_frame
     return rates, first_pass_mib
 
 
-def ffmpeg_decoder(path: Path) -> Callable[[], object] | str:
-    """A function running the `ffmpeg` binary to decode `path` to RGB and discard it (process start
-    included in its time), checked by one run; or a note: FFMPEG_MISSING without `ffmpeg` on PATH, or
-    why it failed.
+def ffmpeg_decoder(path: Path, frames: int | None = None) -> Callable[[], object] | str:
+    """A function running the `ffmpeg` binary to decode `path` (its first `frames` frames; all if None) to
+    RGB and discard it (process start included in its time), checked by one run; or a note:
+    FFMPEG_MISSING without `ffmpeg` on PATH, or why it failed.
     """
     binary = shutil.which("ffmpeg")
     if binary is None:
         return FFMPEG_MISSING
-    command = [binary, "-nostdin", "-v", "error", "-i", str(path), "-pix_fmt", "rgb24", "-f", "null", "-"]
+    limit = [] if frames is None else ["-frames:v", str(frames)]
+    command = [binary, "-nostdin", "-v", "error", "-i", str(path), *limit, "-pix_fmt", "rgb24", "-f", "null", "-"]
     decode = functools.partial(subprocess.run, command, check=True, capture_output=True)
     try:
         decode()
