@@ -6,9 +6,11 @@ then for each variant does what `vidrender train CLIP -o m.pt --variant V` does 
 `--affines track`), scores the checkpoint as `vidrender eval m.pt --truth DIR --baseline classical`
 does, and times each phase: tracking (label-free variants), training, inference (the layers stored in
 the checkpoint). Prints a markdown table per clip and the mean, then one JSON object on the last line.
+Each variant's result is kept in OUT/seedN/VARIANT.json and reused by later runs (so runs can be split
+across machines or resumed; `--force` recomputes).
 
     python benchmarks/motion_table.py [--seeds 0 1 2] [--variants known frame-pair feature-pair]
-        [--out DIR] [--set key=value ...]
+        [--out DIR] [--force] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -42,6 +44,20 @@ VARIANTS = {
 }
 METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr")
 HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True}
+
+
+def cached_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], force: bool) -> dict:
+    """`run_variant`'s result, read from OUT/seedN/VARIANT.json if an earlier run with the same overrides left it."""
+    result_file = out_dir / f"{variant}.json"
+    if result_file.exists() and not force:
+        result = json.loads(result_file.read_text())
+        if result.get("overrides") == overrides:
+            return result
+    result = run_variant(variant, truth_dir, out_dir, overrides) | {"overrides": overrides}
+    temporary = result_file.with_suffix(".partial")
+    temporary.write_text(json.dumps(result))
+    temporary.replace(result_file)
+    return result
 
 
 def run_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
@@ -102,6 +118,8 @@ def mean_rows(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
             return {key: mean([value[key] for value in values]) for key in first}
         if isinstance(first, bool):
             return all(values)
+        if not isinstance(first, (int, float)):
+            return first
         return statistics.fmean(values)
 
     variants = next(iter(per_seed.values())).keys()
@@ -116,6 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("motion-table"))
     parser.add_argument("--size", type=int, default=128, help="clip side in pixels")
     parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--force", action="store_true", help="recompute results kept from earlier runs")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
     args = parser.parse_args()
 
@@ -125,7 +144,7 @@ def main() -> None:
         truth_dir = clip_dir / "truth"
         if not truth_dir.exists():
             write_truth(make_clip(seed, size=args.size, frames=args.frames), truth_dir)
-        per_seed[seed] = {variant: run_variant(variant, truth_dir, clip_dir, args.overrides)
+        per_seed[seed] = {variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force)
                           for variant in args.variants}
         print(f"\nseed {seed} ({args.size}x{args.size}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
     mean = mean_rows(per_seed)
