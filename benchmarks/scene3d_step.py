@@ -8,7 +8,9 @@ and the settings.
 
 On a machine shared with other busy processes, run it with `OMP_WAIT_POLICY=PASSIVE`: with the default
 (spinning) OpenMP threads a step measured here took 11-18 s instead of 2.2 s while another process held
-a core, because every parallel region waits for a thread that is not scheduled.
+a core, because every parallel region waits for a thread that is not scheduled. Under such load
+`--threads 1` is often faster than 2, and the CPU seconds (with the load average, both in the JSON)
+are the figure that stays comparable: 1.1-1.3 s a paper.yaml bf16 step on one core of this machine.
 
     python benchmarks/scene3d_step.py [--config configs/scene3d/paper.yaml] [--size 64] [--pairs 4]
         [--threads 2] [--steps 6] [--warmup 2] [--precision config|no|bf16] [--compile] [--channels-last]
@@ -18,40 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from pipelines.scene3d.config import Scene3dConfig
+from pipelines.scene3d.bench import CONFIG_DIR, autocast_dtype, bench_config, random_batch, step_function
 from pipelines.scene3d.model import SceneRenderer, count_parameters
 from pipelines.scene3d.step import training_step
-from vidrender.config import load_config
-
-PAPER_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "scene3d" / "paper.yaml"
-
-
-def random_batch(pairs: int, size: int, timesteps: int, max_gap: int, generator: torch.Generator) -> dict:
-    """Random images in [0, 1], poses in the data set's ranges, time pairs within max_gap."""
-    time_a = torch.randint(0, 20, (pairs,), generator=generator)
-    gap = torch.randint(-max_gap, max_gap + 1, (pairs,), generator=generator) if timesteps > 1 else 0
-    return {
-        "image_a": torch.rand(pairs, 3, size, size, generator=generator),
-        "image_b": torch.rand(pairs, 3, size, size, generator=generator),
-        "azimuth_a": torch.rand(pairs, generator=generator) * 360,
-        "azimuth_b": torch.rand(pairs, generator=generator) * 360,
-        "elevation_a": torch.rand(pairs, generator=generator) * 180 - 90,
-        "elevation_b": torch.rand(pairs, generator=generator) * 180 - 90,
-        "time_a": time_a,
-        "time_b": time_a + gap,
-    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(PAPER_CONFIG), help="scene3d YAML config")
+    parser.add_argument("--config", default=str(CONFIG_DIR / "paper.yaml"), help="scene3d YAML config")
     parser.add_argument("--size", type=int, default=64, help="image size (overrides the config)")
     parser.add_argument("--pairs", type=int, default=4, help="view pairs per step (2 images each)")
     parser.add_argument("--threads", type=int, default=2)
@@ -68,29 +51,22 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    overrides = [f"model.image_size={args.size}"]
-    if args.channels_last:
-        overrides.append("model.channels_last=true")
-    config = load_config(Scene3dConfig, args.config, overrides)
-    precision = config.train.mixed_precision if args.precision == "config" else args.precision
-    if precision == "fp16":
+    config = bench_config(args.config, args.size, ["model.channels_last=true"] if args.channels_last else [])
+    if args.precision == "config" and config.train.mixed_precision == "fp16":
         raise SystemExit("fp16 autocast is a GPU setting; benchmark with --precision no or bf16")
+    dtype = autocast_dtype(config, args.precision)
+    torch.manual_seed(0)
     model = SceneRenderer.from_config(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     # The step calls the model through several methods, so compile the whole step (it graph-breaks only
     # at the final .item() of its logs).
     step = torch.compile(training_step) if args.compile else training_step
-    generator = torch.Generator().manual_seed(0)
+    batch = random_batch(args.pairs, args.size, config.temporal.max_gap)
+    run = step_function(model, config, batch, dtype, step)
 
     durations, cpu_times = [], []
     for index in range(args.warmup + args.steps):
-        batch = random_batch(args.pairs, args.size, config.temporal.timesteps, config.temporal.max_gap, generator)
         start, cpu_start = time.perf_counter(), time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss, logs = step(model, batch, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logs = run()
         elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
         if index >= args.warmup:
             durations.append(elapsed)
@@ -106,6 +82,7 @@ def main() -> None:
         "cpu_seconds_per_step_min": round(min(cpu_times), 4),
         "cpu_seconds_per_step_median": round(statistics.median(cpu_times), 4),
         "peak_rss_mb": round(peak_mb, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "parameters": count_parameters(model),
         "scene_shape": list(model.scene_shape),
         "config": args.config,
@@ -113,7 +90,7 @@ def main() -> None:
         "pairs": args.pairs,
         "images_per_step": 2 * args.pairs,
         "threads": args.threads,
-        "precision": precision,
+        "precision": "bf16" if dtype is not None else "fp32",
         "compile": args.compile,
         "channels_last": config.model.channels_last,
         "torch": torch.__version__,

@@ -38,6 +38,9 @@ def test_render_one_view_and_animations(trained):
     assert _run("scene", "render", str(root / "m.pt"), "--image", str(image), "-o", str(root / "t.gif"),
                 "--timelapse").returncode == 0
     assert probe(root / "t.gif").frame_count == 7  # one frame per time slice, offsets -3..3
+    assert _run("scene", "render", str(root / "m.pt"), "--image", str(image), "-o", str(root / "ot.gif"),
+                "--orbit", "--timelapse", "--frames", "5").returncode == 0
+    assert probe(root / "ot.gif").frame_count == 5
 
 
 def test_eval_prints_json_with_baselines(trained):
@@ -46,8 +49,8 @@ def test_eval_prints_json_with_baselines(trained):
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["pairs"] > 0
-    assert {"model", "copy_source", "mean_image"} <= set(scores)
-    assert all(0 < scores[k]["psnr"] < 100 for k in ("model", "copy_source", "mean_image"))
+    assert {"model", "copy_source", "mean_image", "mean_train_image"} <= set(scores)
+    assert all(0 < scores[k]["psnr"] < 100 for k in ("model", "copy_source", "mean_image", "mean_train_image"))
 
 
 def test_refusals(trained, tmp_path):

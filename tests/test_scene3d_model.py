@@ -6,16 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines.scene3d.bench import random_batch
 from pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
 from pipelines.scene3d.infer import (
     infer_scenes,
-    latent_slices,
     orbit_frames,
+    orbit_timelapse_frames,
     render,
     time_range,
     timelapse_frames,
 )
 from pipelines.scene3d.model import (
+    PointwiseConv2d,
+    PointwiseConv3d,
     SceneRenderer,
     count_parameters,
     select_time,
@@ -52,21 +55,6 @@ def tiny_config(timesteps: int = 1, max_gap: int = 0, **model_changes) -> Scene3
         model=tiny_model_config(**model_changes),
         temporal=TemporalConfig(timesteps=timesteps, max_gap=max_gap),
     )
-
-
-def random_batch(pairs: int, seed: int = 0, max_gap: int = 0) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    time_a = torch.randint(0, 10, (pairs,), generator=generator)
-    return {
-        "image_a": torch.rand(pairs, 3, SIZE, SIZE, generator=generator),
-        "image_b": torch.rand(pairs, 3, SIZE, SIZE, generator=generator),
-        "azimuth_a": torch.rand(pairs, generator=generator) * 360,
-        "azimuth_b": torch.rand(pairs, generator=generator) * 360,
-        "elevation_a": torch.rand(pairs, generator=generator) * 180 - 90,
-        "elevation_b": torch.rand(pairs, generator=generator) * 180 - 90,
-        "time_a": time_a,
-        "time_b": time_a + torch.randint(-max_gap, max_gap + 1, (pairs,), generator=generator),
-    }
 
 
 class TestConfig:
@@ -137,6 +125,20 @@ class TestModel:
         images = torch.rand(2, 3, SIZE, SIZE)
         torch.testing.assert_close(fast.inverse_render(images), plain.inverse_render(images), atol=1e-5, rtol=1e-4)
 
+    @pytest.mark.parametrize("dims", [2, 3])
+    @pytest.mark.parametrize("bias", [True, False])
+    def test_pointwise_convolution_is_a_1x1_convolution(self, dims, bias):
+        torch.manual_seed(0)
+        pointwise = (PointwiseConv2d if dims == 2 else PointwiseConv3d)(5, 7, bias=bias)
+        conv = (torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d)(5, 7, 1, bias=bias)
+        conv.load_state_dict(pointwise.state_dict())  # same parameter names and shapes
+        x = torch.randn(2, 5, *(3, 4, 6)[-dims:])
+        torch.testing.assert_close(pointwise(x), conv(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, reference = pointwise(x), conv(x)
+        assert fast.dtype == torch.bfloat16
+        torch.testing.assert_close(fast.float(), reference.float(), atol=0.05, rtol=0.02)
+
     def test_spherical_mask(self):
         mask = spherical_mask(8)
         assert mask.shape == (8, 8, 8)
@@ -194,7 +196,7 @@ class TestStep:
     def test_swap_render_wiring(self):
         torch.manual_seed(0)
         model = SceneRenderer(tiny_model_config())
-        batch = random_batch(3)
+        batch = random_batch(3, SIZE)
         rendered, targets, _ = swap_render(model, batch)
         assert rendered.shape == targets.shape == (6, 3, SIZE, SIZE)
         assert torch.equal(targets, torch.cat([batch["image_b"], batch["image_a"]]))
@@ -216,7 +218,7 @@ class TestStep:
         torch.manual_seed(0)
         config = tiny_config(timesteps=5, max_gap=1)
         model = SceneRenderer(config.model, timesteps=5)
-        batch = random_batch(2)
+        batch = random_batch(2, SIZE)
         batch["time_b"] = batch["time_a"] + torch.tensor([1, 1])  # a uses slice 3, b slice 1
         loss, logs = training_step(model, batch, config)
         loss.backward()
@@ -229,7 +231,7 @@ class TestStep:
         config = tiny_config(timesteps=3, max_gap=1)
         config.temporal.smoothness_weight = 0.5
         model = SceneRenderer(config.model, timesteps=3)
-        loss, logs = training_step(model, random_batch(2, max_gap=1), config)
+        loss, logs = training_step(model, random_batch(2, SIZE, max_gap=1), config)
         assert logs["smoothness"] > 0
         assert logs["loss"] == pytest.approx(
             logs["pixel"] + 0.05 * (1 - logs["ssim"]) + 0.5 * logs["smoothness"], rel=1e-5
@@ -249,16 +251,16 @@ class TestStep:
         model = SceneRenderer(tiny_model_config())
         calls = []
         model.register_forward_hook(lambda module, inputs, output: calls.append(output[0].dtype))
-        loss, logs = training_step(AutocastWrapper(model), random_batch(2), tiny_config())
+        loss, logs = training_step(AutocastWrapper(model), random_batch(2, SIZE), tiny_config())
         loss.backward()
         assert calls == [torch.bfloat16]
         assert all(parameter.grad is not None for parameter in model.parameters())
         with pytest.raises(TypeError, match="SceneRenderer"):
-            training_step(torch.nn.Identity(), random_batch(2), tiny_config())
+            training_step(torch.nn.Identity(), random_batch(2, SIZE), tiny_config())
 
     def test_bad_batches(self):
         model = SceneRenderer(tiny_model_config())
-        batch = random_batch(2)
+        batch = random_batch(2, SIZE)
         with pytest.raises(ValueError, match="lacks"):
             swap_render(model, {key: value for key, value in batch.items() if key != "azimuth_b"})
         batch["image_b"] = torch.rand(2, 3, 8, 8)
@@ -267,7 +269,7 @@ class TestStep:
 
     def test_preview_image(self):
         model = SceneRenderer(tiny_model_config())
-        picture = preview(model, random_batch(5), max_pairs=2)
+        picture = preview(model, random_batch(5, SIZE), max_pairs=2)
         assert picture.shape[0] == 3 and picture.min() >= 0 and picture.max() <= 1
         assert picture.shape[1] == 2 * (SIZE + 2) + 2 and picture.shape[2] == 4 * (SIZE + 2) + 2
 
@@ -367,17 +369,13 @@ class TestInference:
         with pytest.raises(UserError, match="-2, 2"):
             render(model, image, dt=2.5)
 
-    def test_latent_slices(self):
-        scenes = torch.zeros(2, 3, 4, 4, 4)
-        scenes[:, :, 1:3, 1:3, 1:3] = torch.randn(2, 3, 2, 2, 2)
-        pictures = latent_slices(scenes)
-        assert pictures.shape == (2, 4, 3, 4, 4)  # (T, D, RGB, H, W)
-        assert pictures.min() == 0 and pictures.max() == 1
-        assert pictures[:, 0].abs().max() == 0  # slice 0 lies outside the (nonzero) scene
-        # each colour channel is stretched over both time slices together
-        for channel in range(3):
-            values = pictures[:, 1:3, channel, 1:3, 1:3]
-            assert values.min() == 0 and values.max() == 1
-        many = latent_slices(torch.randn(6, 5, 5, 5), mask=spherical_mask(5))
-        assert many.shape == (5, 3, 5, 5) and many.min() >= 0 and many.max() <= 1
-        assert many[:, :, 0, 0].abs().max() == 0
+    def test_orbit_while_time_runs(self):
+        model = self.model(timesteps=5)
+        image = torch.rand(3, SIZE, SIZE)
+        frames = orbit_timelapse_frames(model, image, frames=4, source_azimuth=10.0)
+        assert frames.shape == (4, 3, SIZE, SIZE)
+        # frame 3 of 4: a three-quarter turn, at the end of the time range (+2)
+        torch.testing.assert_close(frames[3], render(model, image, 10.0 + 270, 0.0, 2.0, 10.0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(frames[0], render(model, image, 10.0, 0.0, -2.0, 10.0), atol=1e-5, rtol=1e-4)
+        with pytest.raises(UserError, match="static"):
+            orbit_timelapse_frames(self.model(), image)

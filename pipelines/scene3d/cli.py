@@ -1,4 +1,4 @@
-"""`vidrender scene ...`: the commands of pipeline `scene3d` (data sets, training, rendering, evaluation)."""
+"""`vidrender scene ...`: the commands of pipeline `scene3d` (data sets, training, rendering, evaluation, latents)."""
 
 from __future__ import annotations
 
@@ -35,17 +35,42 @@ def dataset(
         print(f"{split}: {folder}")
 
 
+def latent(
+    checkpoint: Annotated[Path, typer.Argument(help="A scene3d checkpoint (.pt).")],
+    image: Annotated[Path, typer.Option(help="The one source image.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=".png (depth slices at --dt), .gif/.mp4 (over time)")],
+    dt: Annotated[float, typer.Option(help="Time offset of a .png, in steps (fractions interpolate).")] = 0.0,
+    tile: Annotated[int, typer.Option(help="Pixels per depth slice, about (whole-pixel upscaling).")] = 64,
+    columns: Annotated[int, typer.Option(help="Depth slices per row.")] = 8,
+    fps: Annotated[float, typer.Option(help="Frame rate of the animation over time slices.")] = 4.0,
+) -> None:
+    """Show the scene tensor inferred from one image as colour: one tile per depth slice, frames over time."""
+    import torch
+
+    from pipelines.scene3d.commands import load_model, load_source
+    from pipelines.scene3d.latent import write_latent
+
+    model, _ = load_model(checkpoint)
+    with torch.inference_mode():
+        write_latent(model, load_source(image, model), output, dt=dt, tile=tile, columns=columns, fps=fps)
+    print(output)
+
+
 def _add_model_commands() -> None:
     from pipelines.scene3d import commands
 
     scene_app.command("train")(commands.train)
     scene_app.command("render")(commands.render)
     scene_app.command("eval")(commands.evaluate)
+    scene_app.command("latent")(latent)
 
 
 _add_model_commands()
 
 
 def register(app: typer.Typer) -> None:
-    """Add `vidrender scene ...` to the top-level app."""
+    """Add `vidrender scene ...` to the top-level app, and the `scene3d` section to `vidrender bench`."""
+    from vidrender.bench.registry import add_section_module
+
     app.add_typer(scene_app, name="scene")
+    add_section_module("pipelines.scene3d.bench")

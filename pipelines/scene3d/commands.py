@@ -1,4 +1,7 @@
-"""`vidrender scene train | render | eval`: train on a data set, render from one image, score novel views."""
+"""`vidrender scene train | render | eval`: train on a data set, render from one image, score novel views.
+
+Also the helpers other scene commands share: loading a checkpoint and a source image.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,15 @@ import typer
 from vidrender.errors import UserError
 
 PIPELINE = "scene3d"
+# Renders are image_size x image_size and their 3-D scenes grow with it; the reference model uses 128.
+# Larger values in a checkpoint are refused rather than risking running out of memory while rendering.
+MAX_IMAGE_SIZE = 1024
 
 
 def load_model(path: Path):
     """The SceneRenderer and config stored in a scene3d checkpoint (refusing other pipelines)."""
+    import torch
+
     from pipelines.scene3d.config import Scene3dConfig
     from pipelines.scene3d.model import SceneRenderer
     from vidrender.config import from_dict
@@ -22,10 +30,28 @@ def load_model(path: Path):
 
     payload = load_checkpoint(path, PIPELINE)
     config = from_dict(Scene3dConfig, payload["config"], str(path))
+    if config.model.image_size > MAX_IMAGE_SIZE:
+        raise UserError(f"{path}: model.image_size {config.model.image_size} is over the limit of {MAX_IMAGE_SIZE}")
+    # compare shapes on a model without storage first: a config edited to describe a huge model must not
+    # allocate it; once the shapes match the file's tensors, the model is no larger than the file
+    with torch.device("meta"):
+        check_weights(payload["weights"], SceneRenderer.from_config(config), path)
     model = SceneRenderer.from_config(config)
-    check_weights(payload["weights"], model, path)
     model.load_state_dict(payload["weights"])
     return model.eval(), config
+
+
+def load_source(image: Path, model):
+    """The source view for `model`: (3, S, S) float in [0, 1], the image centre-cropped and resized to S."""
+    import torch
+
+    from vidrender.io.images import read_image
+    from vidrender.io.video import fit_frame
+
+    if not image.is_file():
+        raise UserError(f"{image}: no such image")
+    pixels = fit_frame(read_image(image)[..., :3], model.config.image_size, "crop")
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
 
 
 def train(
@@ -44,10 +70,12 @@ def train(
     from pipelines.scene3d.task import Scene3dTask
     from vidrender.config import load_config, to_dict
     from vidrender.io.checkpoint import save_checkpoint
+    from vidrender.train import check_output_file
     from vidrender.train import train as run_training
 
     named = [f"train.steps={steps}"] if steps is not None else []
     settings = load_config(Scene3dConfig, config, [*(overrides or []), *named])
+    check_output_file(output)
     task = Scene3dTask(settings, data)
     model = run_training(task, settings.train, output.with_name(output.stem + ".run"), resume=resume, cpu=cpu)
     if PartialState().is_main_process:
@@ -63,30 +91,28 @@ def render(
     elevation: Annotated[float, typer.Option(help="Camera elevation, degrees.")] = 0.0,
     dt: Annotated[float, typer.Option(help="Time offset in steps (fractions interpolate).")] = 0.0,
     orbit: Annotated[bool, typer.Option("--orbit", help="A full turn around the object.")] = False,
-    timelapse: Annotated[bool, typer.Option("--timelapse", help="Every time slice from one view.")] = False,
-    frames: Annotated[int, typer.Option(help="Frames of an orbit.")] = 36,
+    timelapse: Annotated[
+        bool, typer.Option("--timelapse", help="Every time slice from one view; with --orbit, turn while time runs.")
+    ] = False,
+    frames: Annotated[int, typer.Option(help="Frames of an orbit (or of an orbit with --timelapse).")] = 36,
     fps: Annotated[float, typer.Option(help="Frame rate of animations.")] = 12.0,
 ) -> None:
     """Render new views and new times of the scene in one image."""
-    from pipelines.scene3d import infer
-    from vidrender.io.images import read_image, write_image
-    from vidrender.io.video import fit_frame
-    from vidrender.io.video_write import write_video
-
-    model, config = load_model(checkpoint)
-    if not image.is_file():
-        raise UserError(f"{image}: no such image")
-    pixels = fit_frame(read_image(image)[..., :3], config.model.image_size, "crop")
     import torch
 
-    source = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    from pipelines.scene3d import infer
+    from vidrender.io.images import write_image
+    from vidrender.io.video_write import write_video
+
+    model, _ = load_model(checkpoint)
+    source = load_source(image, model)
     with torch.inference_mode():
         if orbit or timelapse:
-            if orbit and timelapse:
-                raise UserError("choose --orbit or --timelapse, not both")
             if output.suffix.lower() == ".png":
                 raise UserError(f"{output}: animations are written as .gif or .mp4, not .png")
-            if orbit:
+            if orbit and timelapse:
+                views = infer.orbit_timelapse_frames(model, source, frames=frames, elevation=elevation)
+            elif orbit:
                 views = infer.orbit_frames(model, source, frames=frames, elevation=elevation, dt=dt)
             else:
                 views = infer.timelapse_frames(model, source, azimuth=azimuth, elevation=elevation)
@@ -104,9 +130,13 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     pairs: Annotated[int, typer.Option(help="Source/target pairs per scene.")] = 50,
 ) -> None:
-    """PSNR/SSIM of novel views from one source view, vs copying the source and the mean image; JSON last."""
+    """PSNR/SSIM of novel views from one source view, vs copying the source and mean images; JSON last."""
     from pipelines.scene3d.data import resolve_split
     from pipelines.scene3d.evaluation import evaluate_novel_views
 
     model, _ = load_model(checkpoint)
-    print(json.dumps(evaluate_novel_views(model, resolve_split(data, split), pairs)))
+    try:
+        train_dir = resolve_split(data, "train")
+    except UserError:  # a lone split folder: no training images to average
+        train_dir = None
+    print(json.dumps(evaluate_novel_views(model, resolve_split(data, split), pairs, train_dir=train_dir)))

@@ -1,4 +1,4 @@
-"""Inference with a trained `scene3d` model: one image in, novel views, orbits, timelapses and latents out.
+"""Inference with a trained `scene3d` model: one image in, novel views, orbits and timelapses out.
 
 No pose is needed: a scene inferred from one image is rotated by the *relative* rotation from the view
 the image was taken from (the source view) to the wanted view. When the source view is unknown, the
@@ -27,7 +27,8 @@ def time_range(model: SceneRenderer) -> tuple[int, int]:
     return -(model.timesteps // 2), model.timesteps - 1 - model.timesteps // 2
 
 
-def _check_offsets(model: SceneRenderer, offsets: Sequence[float]) -> None:
+def check_offsets(model: SceneRenderer, offsets: Sequence[float]) -> None:
+    """Raise UserError unless every time offset lies within `time_range(model)`."""
     low, high = time_range(model)
     for dt in offsets:
         if not low <= dt <= high:
@@ -66,7 +67,7 @@ def render_views(
     """
     if not len(azimuths) == len(elevations) == len(offsets):
         raise ValueError("render_views needs as many azimuths, elevations and offsets")
-    _check_offsets(model, offsets)
+    check_offsets(model, offsets)
     device = _device(model)
     frames = []
     for start in range(0, len(azimuths), chunk):
@@ -146,30 +147,27 @@ def timelapse_frames(
     )
 
 
-def latent_slices(scenes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Colour pictures of scene tensors, one per depth slice: (..., C, D, H, W) -> (..., D, 3, H, W).
+def orbit_timelapse_frames(
+    model: SceneRenderer,
+    image: torch.Tensor,
+    frames: int = 36,
+    elevation: float | None = None,
+    dt_range: tuple[float, float] | None = None,
+    source_azimuth: float = 0.0,
+    source_elevation: float = 0.0,
+) -> torch.Tensor:
+    """The camera turns once around the scene in `image` while time runs: (frames, 3, S, S).
 
-    With C = 3 the channels are shown as RGB (the temporal write-up's view); otherwise the first three
-    principal components of the channel vectors (C = 1, 2: repeated/zero-padded). Each colour channel
-    is stretched to [0, 1] over all voxels inside `mask` (D, H, W) (default: nonzero voxels) of all
-    leading items together, so colours are comparable across time slices; outside the mask is black.
+    Frame i: azimuth source + 360 i / frames at `elevation` (default: the source's), time offset
+    linearly from dt_range[0] to dt_range[1] (default: the model's whole range; fractions interpolate).
     """
-    channels = scenes.shape[-4]
-    values = scenes.detach().float().movedim(-4, -1)  # (..., D, H, W, C)
-    inside = (values.abs().sum(-1) > 0) if mask is None else mask.bool().expand(values.shape[:-1])
-    samples = values[inside]  # (N, C)
-    if samples.shape[0] == 0:  # an all-zero scene has nothing to show
-        return torch.zeros_like(values[..., :1]).expand(*values.shape[:-1], 3).movedim(-1, -3)
-    if channels == 3:
-        colours = values
-    elif channels < 3:
-        colours = torch.cat([values] + [values[..., -1:]] * (3 - channels), dim=-1)
-    else:
-        centre = samples.mean(0)
-        # Principal axes of the channel vectors: the 3 directions along which voxels differ most.
-        axes = torch.linalg.svd(samples - centre, full_matrices=False).Vh[:3]
-        colours = (values - centre) @ axes.T
-    inside_colours = colours[inside]
-    low, high = inside_colours.amin(0), inside_colours.amax(0)
-    stretched = ((colours - low) / (high - low).clamp_min(1e-8)).clamp(0, 1) * inside[..., None]
-    return stretched.movedim(-1, -3)
+    if model.timesteps == 1:
+        raise UserError("--orbit with --timelapse needs a temporal model (temporal.timesteps > 1); this one is static")
+    if frames < 2:
+        raise UserError(f"an animation needs at least 2 frames, got {frames}")
+    first, last = time_range(model) if dt_range is None else dt_range
+    keep = source_elevation if elevation is None else elevation
+    azimuths = [source_azimuth + 360.0 * index / frames for index in range(frames)]
+    offsets = torch.linspace(first, last, frames).tolist()
+    scenes = infer_scenes(model, image)
+    return render_views(model, scenes, azimuths, [keep] * frames, offsets, source_azimuth, source_elevation)

