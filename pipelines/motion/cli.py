@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vidrender.bench import add_section_module
 from vidrender.errors import UserError
 
 PIPELINE = "motion"
 
 
-def _check_output(path: Path) -> None:
-    """Refuse an output we could not write before training starts, not after."""
-    parent = path.resolve().parent
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give a .pt file name")
-    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
-    import os
+def _load_entry(path: Path, index: int) -> dict:
+    """Clip `index` of a motion checkpoint, with a damaged or hand-edited artifact refused in one line.
 
-    if existing is None or not os.access(existing, os.W_OK):
-        raise UserError(f"{path}: cannot write there (folder {existing} is not writable)")
+    `clip_entry` checks names and shapes; this adds the types and values the commands rely on, so that
+    no file makes them fail with a traceback.
+    """
+    import torch
+
+    from pipelines.motion.layers import clip_entry
+    from vidrender.io.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path, PIPELINE)
+    clips = payload["artifact"].get("clips")
+    if not isinstance(clips, list) or not all(isinstance(entry, dict) for entry in clips):
+        raise UserError(f"{path}: damaged motion checkpoint, its artifact has no list of clips")
+    if 0 <= index < len(clips):
+        for key in ("plate", "character", "affines"):
+            value = clips[index].get(key)
+            if value is not None and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+                raise UserError(f"{path}: damaged motion checkpoint, clip {index} {key} is not a float tensor")
+    entry = clip_entry(payload, index, str(path))
+    height, width = entry["plate"].shape[-2:]
+    if min(height, width) < 2 or entry["affines"].shape[0] == 0:
+        raise UserError(f"{path}: damaged motion checkpoint, clip {index} has a {width}x{height} plate and "
+                        f"{entry['affines'].shape[0]} affines")
+    fps, reference = entry["fps"], entry["reference"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
+        raise UserError(f"{path}: damaged motion checkpoint, clip {index} fps is {str(fps)[:20]!r}")
+    if isinstance(reference, bool) or not isinstance(reference, int) or not 0 <= reference < len(entry["affines"]):
+        raise UserError(f"{path}: damaged motion checkpoint, clip {index} reference is {str(reference)[:20]!r}")
+    return entry
 
 
 def train(
@@ -45,13 +68,14 @@ def train(
     from pipelines.motion.task import MotionTask
     from vidrender.config import load_config, to_dict
     from vidrender.io.checkpoint import save_checkpoint
+    from vidrender.train import check_output_file
     from vidrender.train import train as run_training
 
     named = [f"{key}={value}" for key, value in
              (("variant", variant), ("train.steps", steps), ("data.size", size), ("train.seed", seed))
              if value is not None]
     settings = validate(load_config(MotionConfig, config, [*(overrides or []), *named]))
-    _check_output(output)
+    check_output_file(output)
     loaded = load_clips(clips, settings.variant, affines or [], max_frames)
     task = MotionTask(settings, loaded)
     run_dir = output.with_name(output.stem + ".run")
@@ -69,13 +93,12 @@ def export(
     clip: Annotated[int, typer.Option(help="Which clip of a multi-clip model.")] = 0,
 ) -> None:
     """Write a trained clip's layers: background.png, alpha/, character/ (RGBA) and affine.json."""
-    from pipelines.motion.layers import character_frames, clip_entry
+    from pipelines.motion.layers import character_frames
     from vidrender.io.atomic import atomic_path
-    from vidrender.io.checkpoint import load_checkpoint
     from vidrender.io.images import write_image
     from vidrender.io.trajectory import write_trajectory
 
-    entry = clip_entry(load_checkpoint(checkpoint, PIPELINE), clip, str(checkpoint))
+    entry = _load_entry(checkpoint, clip)
     height, width = entry["plate"].shape[-2:]
     with atomic_path(output, is_dir=True) as folder:
         write_image(folder / "background.png", entry["plate"])
@@ -97,6 +120,7 @@ def evaluate(
     """Metrics against a synthetic clip's truth; JSON on the last line."""
     from pipelines.motion.evaluation import evaluate_checkpoint
 
+    _load_entry(checkpoint, clip)  # a damaged file is one line of error, not a traceback from deep inside
     print(json.dumps(evaluate_checkpoint(checkpoint, truth, clip, baseline)))
 
 
@@ -131,36 +155,42 @@ def compose(
     import torch
 
     from pipelines.motion import compose as composing
-    from pipelines.motion.layers import character_frames, clip_entry
+    from pipelines.motion.inputs import MAX_CLIP_BYTES
+    from pipelines.motion.layers import character_frames
     from vidrender import geometry
-    from vidrender.io.checkpoint import load_checkpoint
+    from vidrender.io.video import DEFAULT_MAX_PIXELS
     from vidrender.io.video_write import output_format, write_video
 
     output_format(output)
-    char_entry = clip_entry(load_checkpoint(character, PIPELINE), character_clip, str(character))
-    back_entry = clip_entry(load_checkpoint(background, PIPELINE), background_clip, str(background))
+    char_entry = _load_entry(character, character_clip)
+    back_entry = _load_entry(background, background_clip)
     if size is not None:
-        width, height = (int(v) for v in _pair(size.lower(), "--size", "x"))
-        if width < 2 or height < 2:
-            raise UserError(f"--size: {size} is too small")
+        width, height = composing.output_size(size)
+        if width * height > DEFAULT_MAX_PIXELS:
+            raise UserError(f"--size: {size} is over the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpixel a frame")
         plate = torch.nn.functional.interpolate(back_entry["plate"][None].float(), size=(height, width),
                                                 mode="bilinear", align_corners=False, antialias=True)[0]
         back_entry = {**back_entry, "plate": plate}
     path, path_fps = composing.motion_path(motion, char_entry, back_entry)
-    out_fps = fps or float(back_entry["fps"])
-    if out_fps <= 0:
+    out_fps = float(back_entry["fps"]) if fps is None else fps  # --fps 0 is an error, not "the default"
+    if not 0 < out_fps < math.inf:
         raise UserError(f"--fps must be positive, got {out_fps}")
+    if not 0 < speed < math.inf:
+        raise UserError(f"--speed must be a positive number, got {speed}")
+    if frames is not None and frames < 1:
+        raise UserError(f"--frames must be 1 or more, got {frames}")
     count = frames or max(1, round(path.shape[0] * out_fps / path_fps / speed))
+    height, width = back_entry["plate"].shape[-2:]
+    # the whole clip is held at once: the moved RGBA layer and the composited RGB, float32
+    needed = count * 7 * height * width * 4
+    if needed > MAX_CLIP_BYTES:
+        raise UserError(f"{count} frames of {width}x{height} need {needed / 1024**3:.1f} GB in memory "
+                        f"(limit {MAX_CLIP_BYTES / 1024**3:.0f} GB); ask for fewer --frames or a smaller --size")
     affines = composing.retime(path, path_fps, out_fps, count, speed)
-    affines = geometry.compose(composing.edits(count, out_fps, _pair(translate, "--translate"), rotate, scale),
-                               affines)
+    edits = composing.edits(count, out_fps, _pair(translate, "--translate"), rotate, scale, (width, height))
+    affines = geometry.compose(edits, affines)
     if layers_only:
-        layer = char_entry["character"].float()
-        plate = back_entry["plate"]
-        if layer.shape[-2:] != plate.shape[-2:]:
-            layer = torch.nn.functional.interpolate(layer[None], size=plate.shape[-2:], mode="bilinear",
-                                                    align_corners=False)[0]
-        video = character_frames({**char_entry, "character": layer}, affines)
+        video = character_frames(char_entry, affines, (height, width))
     else:
         video = composing.compose_frames(char_entry, back_entry, affines)
     write_video(output, video, out_fps)
@@ -175,6 +205,7 @@ def compose(
 
 def register(app: typer.Typer) -> None:
     """Add the motion pipeline's commands to the top-level app."""
+    add_section_module("pipelines.motion.bench")
     app.command()(train)
     app.command()(export)
     app.command("eval")(evaluate)
