@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from motion_training import train_plainly
 from PIL import Image
 
 from pipelines.motion.config import MotionConfig
@@ -52,20 +53,7 @@ def train_checkpoint(truth, path):
     torch.manual_seed(0)
     config = load_config(MotionConfig, None, OVERRIDES)
     task = MotionTask(config, [Clip(frames=truth.frames, affines=truth.affines.float(), fps=truth.fps, name="t")])
-    model = task.build_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    loader = torch.utils.data.DataLoader(task.build_dataset(), batch_size=config.train.batch_size, shuffle=True,
-                                         drop_last=True, generator=torch.Generator().manual_seed(0))
-    step = 0
-    while step < config.train.steps:
-        for batch in loader:
-            loss, _ = task.training_loss(model, batch, step)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step == config.train.steps:
-                break
+    model = train_plainly(task)
     save_checkpoint(path, "motion", to_dict(config), model.state_dict(), task.artifact(model))
     return path
 

@@ -8,6 +8,7 @@ frame shows in the background branch's output across frames.
 
 import pytest
 import torch
+from motion_training import train_plainly
 
 from pipelines.motion import infer
 from pipelines.motion.config import MotionConfig
@@ -41,22 +42,7 @@ def train(variant: str, seed: int = 0):
     config = load_config(MotionConfig, None, [f"variant={variant}", *OVERRIDES])
     known = truth.affines.float() if variant == "known" else None
     task = MotionTask(config, [Clip(frames=truth.frames, affines=known, fps=truth.fps, name="tiny")])
-    model = task.build_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    loader = torch.utils.data.DataLoader(task.build_dataset(), batch_size=config.train.batch_size, shuffle=True,
-                                         drop_last=True, generator=torch.Generator().manual_seed(0))
-    step = 0
-    model.train()
-    while step < config.train.steps:
-        for batch in loader:
-            loss, _ = task.training_loss(model, batch, step)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step == config.train.steps:
-                break
-    model.eval()
+    model = train_plainly(task)
     return truth, task, model
 
 
