@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from media_files import write_audio_only
 from PIL import Image
 
 from pipelines.motion.layers import ENTRY_KEYS
@@ -76,14 +77,7 @@ def videos(tmp_path_factory):
     (root / "damaged.mp4").write_bytes(bytes(damaged))
     (root / "empty.mp4").write_bytes(b"")
     _encode(root / "one_frame.mp4", noise[:1])
-    container = av.open(str(root / "audio_only.mp4"), "w")
-    stream = container.add_stream("aac", rate=44100)
-    for index in range(5):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, index * 1024
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode())
-    container.close()
+    write_audio_only(root / "audio_only.mp4")
     _mjpeg_clip(root / "huge.avi", [10_000, 10_000])
     _mjpeg_clip(root / "size_changes.avi", [SIZE, SIZE, 2 * SIZE])  # what damaged MJPEG streams decode to
     return root

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from media_files import write_audio_only
 from PIL import Image
 
 from vidrender.errors import UserError
@@ -327,16 +328,7 @@ def test_text_file_named_mp4(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    path = tmp_path / "sound.m4a"
-    container = av.open(str(path), "w")
-    stream = container.add_stream("aac", rate=44100)
-    for index in range(5):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, index * 1024
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode())
-    container.close()
-    expect_user_error(path, "no video stream")
+    expect_user_error(write_audio_only(tmp_path / "sound.m4a"), "no video stream")
 
 
 def test_zero_frames(tmp_path):
