@@ -99,11 +99,12 @@ def motion_loss(
     The alpha terms ramp up linearly over `weights.regulariser_warmup` steps: at the start the character
     RGB is still wrong, alpha earns nothing, and full-strength regularisers would drive the sigmoid into
     saturation at 0 (an empty matte that never recovers). `tracked` > 0 adds the tracked-affine term
-    (batch key `tracked`) with that weight (its schedule is the task's). `teacher` is the share of tracked
-    affines in the render (teacher forcing); matte alignment is weighted by 1 - teacher, because while the
-    mattes are still forming it only shook the predictor (its gradients were 50x the tracked term's and
-    the predictor learned nothing during the warm start). Returns (scalar loss, named unweighted terms and
-    the total, as floats).
+    (batch key `tracked`) with that weight (its schedule is the task's). `teacher` is how far the warm start
+    still is from over (`MotionTask.warm_start_weight`, 1 -> 0); the two terms that align the predictor
+    through the mattes (matte alignment, and `alignment` of its own render) are weighted by 1 - teacher,
+    because while the mattes are still forming they only shook the predictor (their gradients were 50x the
+    tracked term's and the predictor learned nothing during the warm start). Returns (scalar loss, named
+    unweighted terms and the total, as floats).
     """
     target = batch["target"]
     # The matte priors act on each frame's own matte g_c(f_c(x)), which A does not touch: on the carried
