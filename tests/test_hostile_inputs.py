@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from media_files import write_audio_only
+from media_files import write_audio_only, write_h264
 from PIL import Image
 
 from pipelines.motion.layers import ENTRY_KEYS
@@ -33,15 +33,6 @@ SIZE = 32
 SCENE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "scene3d" / "cpu.yaml"
 
 
-def _encode(path, frames, container_options=None):
-    container = av.open(str(path), "w", container_options=container_options or {})
-    stream = container.add_stream("libx264", rate=10)
-    stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-    for pixels in frames:
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-    container.mux(stream.encode())
-    container.close()
-    return path
 
 
 def _mjpeg_clip(path, sides):
@@ -67,8 +58,8 @@ def _mjpeg_clip(path, sides):
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     noise = list(np.random.default_rng(0).integers(0, 256, (20, SIZE, SIZE, 3), dtype=np.uint8))
-    index_last = _encode(root / "index_last.mp4", noise).read_bytes()  # mp4's index (moov) is at the end
-    index_first = _encode(root / "index_first.mp4", noise, {"movflags": "faststart"}).read_bytes()
+    index_last = write_h264(root / "index_last.mp4", noise).read_bytes()  # mp4's index (moov) is at the end
+    index_first = write_h264(root / "index_first.mp4", noise, {"movflags": "faststart"}).read_bytes()
     (root / "cut_index.mp4").write_bytes(index_last[: len(index_last) // 2])
     (root / "cut_frames.mp4").write_bytes(index_first[: len(index_first) // 2])
     damaged = bytearray(index_first)
@@ -76,7 +67,7 @@ def videos(tmp_path_factory):
     damaged[middle : middle + 200] = np.random.default_rng(1).integers(0, 256, 200, dtype=np.uint8).tobytes()
     (root / "damaged.mp4").write_bytes(bytes(damaged))
     (root / "empty.mp4").write_bytes(b"")
-    _encode(root / "one_frame.mp4", noise[:1])
+    write_h264(root / "one_frame.mp4", noise[:1])
     write_audio_only(root / "audio_only.mp4")
     _mjpeg_clip(root / "huge.avi", [10_000, 10_000])
     _mjpeg_clip(root / "size_changes.avi", [SIZE, SIZE, 2 * SIZE])  # what damaged MJPEG streams decode to

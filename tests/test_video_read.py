@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from media_files import write_audio_only
+from media_files import write_audio_only, write_h264
 from PIL import Image
 
 from vidrender.errors import UserError
@@ -356,14 +356,7 @@ def test_truncated_webm_is_reported(tmp_path):
 def test_decode_error_midway_says_how_many_frames_were_read(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (30, HEIGHT, WIDTH, 3), dtype=np.uint8)
     # moov atom first, so the file still opens after its tail is cut off
-    container = av.open(str(tmp_path / "cut.mp4"), "w", container_options={"movflags": "faststart"})
-    stream = container.add_stream("libx264", rate=10)
-    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    for pixels in noise:
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-    container.mux(stream.encode())
-    container.close()
-    path = tmp_path / "cut.mp4"
+    path = write_h264(tmp_path / "cut.mp4", list(noise), {"movflags": "faststart"})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     message = expect_user_error(path, r"after \d+ frames")
