@@ -133,6 +133,8 @@ def test_mixed_precision_of_the_launcher_applies_unless_the_config_asks_for_one(
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     else:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    # accelerate's state is a process-wide singleton: one left by an earlier in-process run would decide
+    AcceleratorState._reset_state(reset_partial_state=True)
     try:
         accelerator = make_accelerator(TrainConfig(mixed_precision=configured), tmp_path, cpu=True)
         assert accelerator.mixed_precision == expected
