@@ -10,7 +10,7 @@ from toy_task import ToyRegression, ToyTask
 
 from vidrender.config import TrainConfig
 from vidrender.errors import UserError
-from vidrender.train import NonFiniteLoss, check_process_count, latest_checkpoint, train
+from vidrender.train import NonFiniteLoss, check_process_count, latest_checkpoint, learning_rate, train
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +113,20 @@ def test_accumulation_and_mixed_precision_still_learn(tmp_path, changes):
     assert _mse(model) < 0.6 * _mse(untrained)
     logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert logged == [10, 20, 30]  # steps count optimizer updates, not micro-batches
+
+
+def test_cosine_schedule_runs_from_lr_to_final_fraction_and_is_logged(tmp_path):
+    config = _config(lr_schedule="cosine", lr_final=0.1)
+    rates = [learning_rate(config, step) for step in range(config.steps)]
+    assert rates[0] == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-3)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    assert learning_rate(_config(), 39) == learning_rate(_config(), 0) == 1e-2
+    train(ToyTask(), config, tmp_path / "run")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in logged] == pytest.approx([rates[line["step"] - 1] for line in logged])
+
+
+@pytest.mark.parametrize("change", [{"lr_schedule": "linear"}, {"lr_final": 1.5}])
+def test_bad_schedule_settings_are_refused(change):
+    with pytest.raises(UserError, match=next(iter(change))):
+        _config(**change)

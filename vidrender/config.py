@@ -27,6 +27,8 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" | "cosine": decays from lr to lr * lr_final over the run
+    lr_final: float = 0.1  # cosine: the last step's rate as a fraction of lr
     grad_accum: int = 1  # gradient accumulation steps; effective batch = batch_size * grad_accum * processes
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
@@ -41,6 +43,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UserError(f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0 <= self.lr_final <= 1:
+            raise UserError(f"train.lr_final must be between 0 and 1, got {self.lr_final}")
         for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(self, name)}")

@@ -358,6 +358,8 @@ def train(
             skip = 0
             micro = 0
             for batch in epoch_loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, position.step)
                 with accelerator.accumulate(model):
                     loss, logs = task.training_loss(model, batch, position.step)
                     _stop_if_not_finite(accelerator, loss, position.step)
@@ -376,7 +378,8 @@ def train(
                 rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
                 progress.update(bar, completed=step, rate=rate, loss=loss_value)
                 if step % config.log_every == 0 or step == config.steps:
-                    scalars = {"loss": loss_value, **_mean_over_processes(accelerator, logs)}
+                    rate_used = learning_rate(config, step - 1)
+                    scalars = {"loss": loss_value, "lr": rate_used, **_mean_over_processes(accelerator, logs)}
                     accelerator.log(scalars, step=step)
                     if accelerator.is_main_process:
                         with log_path.open("a") as log:
@@ -403,6 +406,18 @@ def train(
     model = accelerator.unwrap_model(model)
     model.eval()
     return model
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate of optimizer step `step` (0-based) under `config.lr_schedule`.
+
+    A pure function of the step rather than a scheduler object: a resumed run (on any number of
+    processes) gets exactly the rates of an uninterrupted one with nothing extra to checkpoint.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(step / max(config.steps - 1, 1), 1.0)
+    return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
