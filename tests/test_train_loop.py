@@ -119,7 +119,7 @@ def test_cosine_schedule_runs_from_lr_to_final_fraction_and_is_logged(tmp_path):
     config = _config(lr_schedule="cosine", lr_final=0.1)
     rates = [learning_rate(config, step) for step in range(config.steps)]
     assert rates[0] == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-3)
-    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:], strict=False))
     assert learning_rate(_config(), 39) == learning_rate(_config(), 0) == 1e-2
     train(ToyTask(), config, tmp_path / "run")
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
