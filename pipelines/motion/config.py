@@ -70,7 +70,9 @@ class InferConfig:
 
 
 def _motion_training() -> TrainConfig:
-    return TrainConfig(steps=600, batch_size=16, lr=2e-3)
+    # Cosine decay to 0.1 x lr: at a constant 2e-3 the matte of some runs emptied late (known, seed 1, at
+    # step ~450) and frame-pair plateaued at IoU 0.92 on the same clip; with the decay both reached 0.98.
+    return TrainConfig(steps=600, batch_size=16, lr=2e-3, lr_schedule="cosine", lr_final=0.1)
 
 
 @dataclass
