@@ -10,7 +10,10 @@ Each variant's result is kept in OUT/seedN/VARIANT.json and reused by later runs
 across machines or resumed; `--force` recomputes).
 
     python benchmarks/motion_table.py [--seeds 0 1 2] [--variants known frame-pair feature-pair]
-        [--out DIR] [--force] [--set key=value ...]
+        [--out DIR] [--force] [--set key=value ...] [--noise STD] [--jpeg-quality Q] [--leave-frame]
+
+The last three make harder clips (sensor noise, JPEG artefacts, a character that leaves the frame and
+comes back); each combination has its own folder, OUT/seedN-noise0.02-jpeg75-leave.
 """
 
 from __future__ import annotations
@@ -126,6 +129,18 @@ def mean_rows(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
     return {variant: mean([rows[variant] for rows in per_seed.values()]) for variant in variants}
 
 
+def clip_folder_name(seed: int, noise: float, jpeg_quality: int | None, leave_frame: bool) -> str:
+    """seedN, plus -noiseS, -jpegQ and -leave for each hardening that is on."""
+    parts = [f"seed{seed}"]
+    if noise:
+        parts.append(f"noise{noise:g}")
+    if jpeg_quality is not None:
+        parts.append(f"jpeg{jpeg_quality}")
+    if leave_frame:
+        parts.append("leave")
+    return "-".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -136,14 +151,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="recompute results kept from earlier runs")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the frames")
+    parser.add_argument("--jpeg-quality", type=int, default=None, help="JPEG round trip of every frame")
+    parser.add_argument("--leave-frame", action="store_true", help="the character leaves the frame and returns")
     args = parser.parse_args()
+    hardening = dict(noise=args.noise, jpeg_quality=args.jpeg_quality, leave_frame=args.leave_frame)
 
     per_seed: dict[int, dict[str, dict]] = {}
     for seed in args.seeds:
-        clip_dir = args.out / f"seed{seed}"
+        clip_dir = args.out / clip_folder_name(seed, **hardening)
         truth_dir = clip_dir / "truth"
         if not truth_dir.exists():
-            write_truth(make_clip(seed, size=args.size, frames=args.frames), truth_dir)
+            write_truth(make_clip(seed, size=args.size, frames=args.frames, **hardening), truth_dir)
         per_seed[seed] = {variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force)
                           for variant in args.variants}
         print(f"\nseed {seed} ({args.size}x{args.size}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
@@ -152,7 +171,7 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                "load_average": os.getloadavg()[0]}
-    print(json.dumps({"machine": machine, "size": args.size, "frames": args.frames, "seeds": args.seeds,
+    print(json.dumps({"machine": machine, "size": args.size, "frames": args.frames, "seeds": args.seeds, **hardening,
                       "overrides": args.overrides, "per_seed": per_seed, "mean": mean}))
 
 
