@@ -10,7 +10,7 @@ Each variant's result is kept in OUT/seedN/VARIANT.json and reused by later runs
 across machines or resumed; `--force` recomputes).
 
     python benchmarks/motion_table.py [--seeds 0 1 2] [--variants known frame-pair feature-pair]
-        [--out DIR] [--force] [--set key=value ...] [--noise STD] [--jpeg-quality Q] [--leave-frame]
+        [--out DIR] [--force] [--reinfer] [--set key=value ...] [--noise STD] [--jpeg-quality Q] [--leave-frame]
 
 The last three make harder clips (sensor noise, JPEG artefacts, a character that leaves the frame and
 comes back); each combination has its own folder, OUT/seedN-noise0.02-jpeg75-leave.
@@ -33,7 +33,7 @@ from pipelines.motion.evaluation import evaluate_checkpoint
 from pipelines.motion.inputs import load_clips
 from pipelines.motion.task import MotionTask
 from vidrender.config import load_config, to_dict
-from vidrender.io.checkpoint import save_checkpoint
+from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
 from vidrender.synth import make_clip, write_truth
 from vidrender.train import train
 
@@ -49,14 +49,24 @@ METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_ps
 HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True}
 
 
-def cached_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], force: bool) -> dict:
-    """`run_variant`'s result, read from OUT/seedN/VARIANT.json if an earlier run with the same overrides left it."""
+def cached_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], force: bool,
+                   reinfer: bool = False) -> dict:
+    """`run_variant`'s result, read from OUT/seedN/VARIANT.json if an earlier run with the same overrides left it.
+
+    With `reinfer`, a kept result's layers are rebuilt from its saved weights (OUT/seedN/VARIANT.pt) with
+    the current inference code and settings and scored again; its training time is kept.
+    """
     result_file = out_dir / f"{variant}.json"
-    if result_file.exists() and not force:
-        result = json.loads(result_file.read_text())
-        if result.get("overrides") == overrides:
-            return result
-    result = run_variant(variant, truth_dir, out_dir, overrides) | {"overrides": overrides}
+    kept = json.loads(result_file.read_text()) if result_file.exists() and not force else None
+    if kept is not None and kept.get("overrides") != overrides:
+        kept = None
+    if kept is not None and not reinfer:
+        return kept
+    if kept is not None and (out_dir / f"{variant}.pt").exists():
+        result = reinfer_variant(variant, truth_dir, out_dir, overrides, kept)
+    else:
+        result = run_variant(variant, truth_dir, out_dir, overrides)
+    result["overrides"] = overrides
     temporary = result_file.with_suffix(".partial")
     temporary.write_text(json.dumps(result))
     temporary.replace(result_file)
@@ -72,19 +82,42 @@ def run_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[st
     task = MotionTask(settings, clips)
     tracked = time.perf_counter()
     model = train(task, settings.train, out_dir / f"{variant}.run", cpu=True)
-    trained = time.perf_counter()
+    training = time.perf_counter() - tracked
+    result = layers_and_scores(variant, task, model, truth_dir, out_dir)
+    result["seconds"] |= {"tracking": tracked - started, "training": training}
+    result["seconds"]["total"] = tracked - started + training + result["seconds"]["inference"]
+    result["pairs_per_second"] = settings.train.steps * settings.train.batch_size / training
+    return result
+
+
+def reinfer_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], kept: dict) -> dict:
+    """`run_variant` without training: the weights of OUT/seedN/VARIANT.pt, new layers, new scores."""
+    config_file, affines = VARIANTS[variant]
+    settings = load_config(MotionConfig, CONFIGS / config_file, overrides)
+    clips = load_clips([truth_dir], settings.variant, affines, None)
+    task = MotionTask(settings, clips, tracked=[None] * len(clips))  # tracks only serve training
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(out_dir / f"{variant}.pt", "motion")["weights"])
+    result = layers_and_scores(variant, task, model, truth_dir, out_dir)
+    seconds = kept["seconds"]
+    result["seconds"] |= {"tracking": seconds["tracking"], "training": seconds["training"]}
+    result["seconds"]["total"] = seconds["tracking"] + seconds["training"] + result["seconds"]["inference"]
+    result["pairs_per_second"] = kept["pairs_per_second"]
+    return result
+
+
+def layers_and_scores(variant: str, task: MotionTask, model, truth_dir: Path, out_dir: Path) -> dict:
+    """Build the checkpoint's layers (timed), save OUT/seedN/VARIANT.pt and score it against the truth."""
+    started = time.perf_counter()
     artifact = task.artifact(model)
-    inferred = time.perf_counter()
+    inference = time.perf_counter() - started
     checkpoint = out_dir / f"{variant}.pt"
-    save_checkpoint(checkpoint, "motion", to_dict(settings), model.state_dict(), artifact)
+    save_checkpoint(checkpoint, "motion", to_dict(task.config), model.state_dict(), artifact)
     scores = evaluate_checkpoint(checkpoint, truth_dir, baseline="classical")
-    training = trained - tracked
     return {
         "model": scores["model"],
         "classical": scores["classical"],
-        "seconds": {"tracking": tracked - started, "training": training, "inference": inferred - trained,
-                    "total": inferred - started},
-        "pairs_per_second": settings.train.steps * settings.train.batch_size / training,
+        "seconds": {"inference": inference},
         "beats_classical": all(
             (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name] for name in METRICS
         ),
@@ -150,6 +183,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="clip side in pixels")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="recompute results kept from earlier runs")
+    parser.add_argument("--reinfer", action="store_true",
+                        help="rebuild kept results' layers from their saved weights (after an inference change)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the frames")
     parser.add_argument("--jpeg-quality", type=int, default=None, help="JPEG round trip of every frame")
@@ -163,8 +198,10 @@ def main() -> None:
         truth_dir = clip_dir / "truth"
         if not truth_dir.exists():
             write_truth(make_clip(seed, size=args.size, frames=args.frames, **hardening), truth_dir)
-        per_seed[seed] = {variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force)
-                          for variant in args.variants}
+        per_seed[seed] = {
+            variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force, args.reinfer)
+            for variant in args.variants
+        }
         print(f"\nseed {seed} ({args.size}x{args.size}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
     mean = mean_rows(per_seed)
     print(f"\nmean over seeds {args.seeds}\n\n{table(mean)}")
