@@ -98,15 +98,27 @@ def track_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tens
 
 
 def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
-                plate: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+                plate: torch.Tensor, steps: int, lr: float, smooth: bool = False) -> torch.Tensor:
     """Align the character layer (RGB (3, H, W), alpha (1, H, W)) to frames (B, 3, H, W) over `plate`:
-    Adam on affines (B, 2, 3) from the given start, cosine-decayed lr. Returns the fitted affines."""
+    Adam on affines (B, 2, 3) from the given start, cosine-decayed lr, on the robust L1 of the residual,
+    first averaged over 4 x 4 windows at stride 2 if `smooth`. Returns the fitted affines.
+
+    Why smooth: the render resamples the reference frame bilinearly while the frames were filtered by the
+    camera (or by box-filter anti-aliasing) at their own scale, so their point spread functions differ and
+    the best fit of the sharp residual is biased: started from the true affines of a clean synthetic clip,
+    with the true matte and plate, it drifted 0.115 and 0.065 px (two clips). A common blur that dominates
+    both PSFs removes most of that: 0.060 / 0.056 px with this window average, which costs nothing
+    measurable (a 1-px Gaussian did better, 0.036 / 0.032 px, but made the fits 5x slower on CPU).
+    """
     delta = torch.zeros_like(affines, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=lr)
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         rendered, _ = render_layers(character, alpha, affines + delta, plate)
-        loss = robust_l1(rendered - frames)
+        residual = rendered - frames
+        if smooth:
+            residual = F.avg_pool2d(residual, 4, stride=2, padding=1, count_include_pad=False)
+        loss = robust_l1(residual)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -167,8 +179,13 @@ def render_layers(character: torch.Tensor, alpha: torch.Tensor, affines: torch.T
                   plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layered render: the reference character RGB (3, H, W) and alpha (1, H, W), moved by affines (T, 2, 3),
     over plate (3, H, W). Returns (frames (T, 3, H, W), mattes (T, 1, H, W))."""
-    layer = torch.cat([character * alpha, alpha])[None].expand(affines.shape[0], -1, -1, -1)
-    moved = warp(layer, affines.to(layer.dtype))
+    return render_premultiplied(torch.cat([character * alpha, alpha]), affines, plate)
+
+
+def render_premultiplied(layer: torch.Tensor, affines: torch.Tensor, plate: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`render_layers` of a premultiplied RGBA layer (4, H, W): (frames (T, 3, H, W), mattes (T, 1, H, W))."""
+    moved = warp(layer[None].expand(affines.shape[0], -1, -1, -1), affines.to(layer.dtype))
     return moved[:, :3] + (1 - moved[:, 3:]) * plate, moved[:, 3:]
 
 
@@ -239,7 +256,8 @@ def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: 
         if known is None:
             alpha = torch.sigmoid(logits)
             character = foreground_colour(frames[reference], alpha, plate, seen)
-            affines = fit_affines(frames, character, alpha, affines, plate, config.refine_steps, config.refine_lr)
+            affines = fit_affines(frames, character, alpha, affines, plate, config.refine_steps, config.refine_lr,
+                                  config.smooth_residual)
             affines[reference] = identity(1)[0]
         logits = fit_matte(frames[reference], frames, logits, affines, plate, seen, config.refine_steps,
                            config.layer_lr)
