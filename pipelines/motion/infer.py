@@ -179,13 +179,8 @@ def render_layers(character: torch.Tensor, alpha: torch.Tensor, affines: torch.T
                   plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layered render: the reference character RGB (3, H, W) and alpha (1, H, W), moved by affines (T, 2, 3),
     over plate (3, H, W). Returns (frames (T, 3, H, W), mattes (T, 1, H, W))."""
-    return render_premultiplied(torch.cat([character * alpha, alpha]), affines, plate)
-
-
-def render_premultiplied(layer: torch.Tensor, affines: torch.Tensor, plate: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`render_layers` of a premultiplied RGBA layer (4, H, W): (frames (T, 3, H, W), mattes (T, 1, H, W))."""
-    moved = warp(layer[None].expand(affines.shape[0], -1, -1, -1), affines.to(layer.dtype))
+    layer = torch.cat([character * alpha, alpha])[None].expand(affines.shape[0], -1, -1, -1)
+    moved = warp(layer, affines.to(layer.dtype))
     return moved[:, :3] + (1 - moved[:, 3:]) * plate, moved[:, 3:]
 
 
