@@ -378,7 +378,7 @@ def train(
                 rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
                 progress.update(bar, completed=step, rate=rate, loss=loss_value)
                 if step % config.log_every == 0 or step == config.steps:
-                    rate_used = learning_rate(config, step - 1)
+                    rate_used = optimizer.param_groups[0]["lr"]  # what the step took, as set above
                     scalars = {"loss": loss_value, "lr": rate_used, **_mean_over_processes(accelerator, logs)}
                     accelerator.log(scalars, step=step)
                     if accelerator.is_main_process:
