@@ -16,40 +16,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidrender.io.atomic import atomic_path
+from vidrender.io.images import contact_sheet, read_image, to_uint8_image, write_image
 from vidrender.io.video import read_video
 
-
-def checkerboard(height: int, width: int, square: int = 16) -> np.ndarray:
-    """(H, W, 3) float light/dark grey checkerboard in [0, 1], the usual backdrop for transparency."""
-    rows, columns = np.indices((height, width)) // square
-    return np.where(((rows + columns) % 2)[..., None] == 0, 0.8, 0.55).repeat(3, axis=2)
+COLUMNS = 4  # frame, plate, matte, character
 
 
-def read_rgba(path: Path) -> np.ndarray:
-    """(H, W, 4) float RGBA in [0, 1] of a PNG with or without alpha; raises FileNotFoundError if missing."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FileNotFoundError(path)
-    image = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[2] == 1:
-        return np.concatenate([image.repeat(3, axis=2), np.ones_like(image)], axis=2)
-    if image.shape[2] == 3:
-        return np.concatenate([image[..., ::-1], np.ones_like(image[..., :1])], axis=2)
-    return np.concatenate([image[..., 2::-1], image[..., 3:]], axis=2)
-
-
-def sheet_row(frame: np.ndarray, layers: Path, index: int) -> np.ndarray:
-    """(H, 4W, 3) float: frame, plate, matte, character over a checkerboard for frame `index`."""
-    height, width = frame.shape[:2]
-    plate = read_rgba(layers / "background.png")[..., :3]
-    matte = read_rgba(layers / "alpha" / f"{index:05d}.png")[..., :1]
-    character = read_rgba(layers / "character" / f"{index:05d}.png")
-    backdrop = checkerboard(height, width)
-    over = character[..., :3] * character[..., 3:] + backdrop * (1 - character[..., 3:])
-    return np.concatenate([frame, plate, matte.repeat(3, axis=2), over], axis=1)
+def row_tiles(frame: np.ndarray, plate: np.ndarray, layers: Path, index: int, height: int) -> list[np.ndarray]:
+    """The four (height, w, 3|4) uint8 tiles of frame `index`: frame (H, W, 3), plate, matte, character RGBA
+    (shown over a checkerboard by `contact_sheet`), each scaled to `height` pixels."""
+    tiles = [frame, plate, read_image(layers / "alpha" / f"{index:05d}.png"),
+             read_image(layers / "character" / f"{index:05d}.png")]
+    width = round(frame.shape[1] * height / frame.shape[0])
+    return [cv2.resize(tile, (width, height), interpolation=cv2.INTER_AREA) for tile in tiles]
 
 
 def main() -> None:
@@ -62,16 +41,10 @@ def main() -> None:
     args = parser.parse_args()
 
     frames, _ = read_video(args.clip, max_frames=max(args.frames) + 1)
-    rows = []
-    for index in args.frames:
-        frame = frames[index].permute(1, 2, 0).numpy()
-        row = sheet_row(frame, args.layers, index)
-        width = round(row.shape[1] * args.height / row.shape[0])
-        rows.append(cv2.resize(row, (width, args.height), interpolation=cv2.INTER_AREA))
-    picture = (np.concatenate(rows, axis=0).clip(0, 1) * 255).round().astype(np.uint8)[..., ::-1]
-    with atomic_path(args.output) as temporary:
-        if not cv2.imwrite(str(temporary), picture):
-            raise SystemExit(f"error: could not write {args.output}")
+    plate = read_image(args.layers / "background.png")
+    tiles = [tile for index in args.frames
+             for tile in row_tiles(to_uint8_image(frames[index]), plate, args.layers, index, args.height)]
+    write_image(args.output, contact_sheet(tiles, cols=COLUMNS))
     print(args.output)
 
 
