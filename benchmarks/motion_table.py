@@ -95,7 +95,7 @@ def reinfer_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: lis
     config_file, affines = VARIANTS[variant]
     settings = load_config(MotionConfig, CONFIGS / config_file, overrides)
     clips = load_clips([truth_dir], settings.variant, affines, None)
-    task = MotionTask(settings, clips, tracked=[None] * len(clips))  # tracks only serve training
+    task = MotionTask(settings, clips)  # label-free variants: OpenCV tracks, as training had them
     model = task.build_model()
     model.load_state_dict(load_checkpoint(out_dir / f"{variant}.pt", "motion")["weights"])
     result = layers_and_scores(variant, task, model, truth_dir, out_dir)

@@ -3,8 +3,9 @@
 For clip c with frames x_0..x_{T-1} (any size H x W) and reference frame r:
 
 1. affines A_t (reference -> frame t, normalized): the known ones, or, going outwards from the
-   reference, the predictor's step from the neighbouring frame, then aligned to the reference frame by
-   rendering the model's reference layer (`track_affines`: no drift along the clip);
+   reference, the predictor's step from the neighbouring frame (or OpenCV's track of frame t, when it
+   renders frame t better: a character that left the frame is found again), then aligned to the
+   reference frame by rendering the model's reference layer (`track_affines`: no drift along the clip);
 2. reference character layer: RGB = x_r, alpha = g_c(f_c(x_r)) evaluated on the features upsampled to
    H x W (g_c is per-pixel, so this is the model's own matte, T_A commuting with it);
 3. refinement by analysis-by-synthesis with the layered renderer, `render_layers`, at H x W: first
@@ -61,15 +62,22 @@ def matte_logits(model: MotionModel, features: torch.Tensor, size: tuple[int, in
 
 
 def track_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
-                  plate: torch.Tensor, reference: int, steps: int, lr: float) -> torch.Tensor:
+                  plate: torch.Tensor, reference: int, steps: int, lr: float,
+                  guides: torch.Tensor | None = None) -> torch.Tensor:
     """Affines reference -> t (T, 2, 3) from the model's predictor, each frame then aligned to the reference.
 
     frames (T, 3, S, S) and features (T, C, S, S) at the training size; logits (1, S, S) the reference
-    alpha logits; plate (3, S, S). Going outwards from the reference (both directions at once), frame t
-    starts from its neighbour's aligned affine followed by the predicted neighbour -> t step (or, if they
-    render frame t better, the neighbour's affine itself or a constant-velocity guess: a safety net for
-    the predictor's worst steps), then `steps` Adam steps fit it to x_t by rendering the reference layer
-    over the plate. Each frame is aligned to the reference itself, so errors do not accumulate.
+    alpha logits; plate (3, S, S); guides: optional (T, 2, 3) normalized affines reference -> t from
+    another tracker (OpenCV's, `tracking.py`). Going outwards from the reference (both directions at
+    once), frame t starts from its neighbour's aligned affine followed by the predicted neighbour -> t
+    step, or from whichever of these renders frame t better: the neighbour's affine itself, a
+    constant-velocity guess (safety nets for the predictor's worst steps) and the guide of frame t. Then
+    `steps` Adam steps fit it to x_t by rendering the reference layer over the plate. Each frame is
+    aligned to the reference itself, so errors do not accumulate.
+
+    Why guides: a chain of neighbour steps cannot follow a character that is out of view; when it comes
+    back the chain is wherever it drifted (120-150 px corner error after a 17-frame exit on two
+    synthetic clips). OpenCV's tracker re-detects it against the reference frame.
     """
     count = frames.shape[0]
     affines = identity(count)
@@ -88,6 +96,8 @@ def track_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tens
                 if before != reference and 0 <= before < count:
                     velocity = compose(affines[neighbour], invert(affines[before]))
                     candidates.append(compose(velocity, affines[neighbour]))
+                if guides is not None:
+                    candidates.append(guides[target])
                 candidates = torch.stack(candidates)
                 rendered, _ = render_layers(frames[reference], alpha, candidates, plate)
                 errors = robust_l1_each(rendered - frames[target])
@@ -230,20 +240,24 @@ def working_size(height: int, width: int, max_size: int) -> tuple[int, int]:
 
 
 def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-             known: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-4 of the module doc on frames (T, 3, h, w): returns (affines (T, 2, 3), alpha logits (1, h, w))."""
-    count, size = frames.shape[0], frames.shape[-2:]
+             known: torch.Tensor | None, tracked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4 of the module doc on frames (T, 3, h, w): returns (affines (T, 2, 3), alpha logits (1, h, w)).
+
+    known: (T, 2, 3) affines frame 0 -> t used as given; tracked: (T, 2, 3) OpenCV's affines frame 0 -> t,
+    candidates for the label-free start (step 1). Either is re-based on the reference frame here."""
+    size = frames.shape[-2:]
     reference = config.reference
     small = resize_frames(frames, model.size)
     features = encode(model, small)
     with torch.no_grad():
         coarse_plate = model.plates(torch.tensor([clip_index]))[0]
     if known is not None:
-        affines = compose(known.float(), invert(known[reference].float()).expand(count, 2, 3))
+        affines = from_reference(known, reference)
     else:
         coarse_logits = matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0]
+        guides = None if tracked is None else from_reference(tracked, reference)
         affines = track_affines(model, small, features, coarse_logits, coarse_plate, reference,
-                                config.track_steps, config.track_lr)
+                                config.track_steps, config.track_lr, guides)
     logits = matte_logits(model, features[reference : reference + 1], size)[0]
     fallback = F.interpolate(coarse_plate[None], size=size, mode="bilinear", align_corners=False)[0]
     plate, seen = masked_median_plate(frames, covered_masks(torch.sigmoid(logits), affines), fallback)
@@ -260,15 +274,21 @@ def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: 
     return affines, logits
 
 
+def from_reference(affines: torch.Tensor, reference: int) -> torch.Tensor:
+    """Affines frame 0 -> t (T, 2, 3) re-based to map frame `reference`'s points to frame t's (float32)."""
+    return compose(affines.float(), invert(affines[reference].float()).expand(affines.shape[0], 2, 3))
+
+
 def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-              known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              known: torch.Tensor | None = None, tracked: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Layers of one clip: frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
 
     The fits run on the frames shrunk to a longest side of `config.max_size` (if larger); plate, colour
     and mattes are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
-    -> t, used as given (variant `known`). Returns a dict: `plate` (3, H, W); `character` (3, H, W) and
-    `alpha` (1, H, W), the character layer at the reference pose (straight RGB); `affines` (T, 2, 3)
-    reference -> t; `mattes` (T, 1, H, W) uint8 (alpha * 255).
+    -> t, used as given (variant `known`); tracked: (T, 2, 3) OpenCV's affines frame 0 -> t, which help
+    the label-free variants find a character again after it left the frame. Returns a dict: `plate`
+    (3, H, W); `character` (3, H, W) and `alpha` (1, H, W), the character layer at the reference pose
+    (straight RGB); `affines` (T, 2, 3) reference -> t; `mattes` (T, 1, H, W) uint8 (alpha * 255).
     """
     count, height, width = frames.shape[0], frames.shape[-2], frames.shape[-1]
     if not 0 <= config.reference < count:
@@ -276,7 +296,7 @@ def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config:
     model.eval()
     size = working_size(height, width, config.max_size)
     working = frames.float() if size == (height, width) else resize_frames_to(frames.float(), size)
-    affines, logits = fit_clip(model, working, clip_index, config, known)
+    affines, logits = fit_clip(model, working, clip_index, config, known, tracked)
     if size != (height, width):
         logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     alpha = torch.sigmoid(logits)
@@ -291,12 +311,13 @@ def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config:
 
 
 def clip_artifact(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
-                  known: torch.Tensor | None) -> dict:
-    """The checkpoint entry of one clip: its layers (`decompose`) plus name, fps, native size, reference.
+                  known: torch.Tensor | None, tracked: torch.Tensor | None = None) -> dict:
+    """The checkpoint entry of one clip: its layers (`decompose`, with `known` or `tracked` affines) plus
+    name, fps, native size, reference.
 
     Mattes are stored as uint8 (T, 1, H, W); they are the reference alpha moved by the affines.
     """
-    layers = decompose(model, clip.frames, clip_index, config, known)
+    layers = decompose(model, clip.frames, clip_index, config, known, tracked)
     height, width = clip.frames.shape[-2:]
     return {
         "name": clip.name,

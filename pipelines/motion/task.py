@@ -149,7 +149,7 @@ class MotionTask:
         """What inference needs without the clips (`infer.clip_artifact` per clip), JSON-able + tensors."""
         model.eval()
         clips = [
-            infer.clip_artifact(model, clip, index, self.config.infer, self.known[index])
+            infer.clip_artifact(model, clip, index, self.config.infer, self.known[index], self.tracked[index])
             for index, clip in enumerate(self.clips)
         ]
         return {"variant": self.config.variant, "train_size": self.config.data.size, "clips": clips}
