@@ -81,7 +81,7 @@ class MotionConfig:
     """Everything pipeline `motion` needs; `variant` picks the affine source (see `VARIANTS`)."""
 
     # The best label-free variant measured (benchmarks/motion_table.py, 5 clips): frame-pair and feature-pair
-    # tie on mean IoU (0.992 / 0.991); frame-pair has the better worst clip (0.984 / 0.978) and costs less.
+    # tie on mean IoU (0.991 / 0.991); frame-pair has the better worst clip (0.983 / 0.980) and costs less.
     variant: str = "frame-pair"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
