@@ -54,9 +54,9 @@ def _mjpeg_clip(path, sides):
     return path
 
 
-def _with_bad_nal_length(data: bytes, path: Path) -> bytes:
-    """`data` (the bytes of the H.264 mp4 at `path`) with the middle frame's first NAL length prefix
-    pointing past the end of its packet.
+def _with_bad_nal_length(path: Path) -> bytes:
+    """The bytes of the H.264 mp4 at `path` with the middle frame's first NAL length prefix pointing past
+    the end of its packet.
 
     Random bytes written over a frame are not a reliable test: on frames of a few macroblocks the decoder
     often reads them as valid, slightly different pixels and reports nothing (37 of 60 positions tried here
@@ -66,7 +66,7 @@ def _with_bad_nal_length(data: bytes, path: Path) -> bytes:
     with av.open(str(path)) as container:
         packets = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
     position, size = packets[len(packets) // 2]
-    damaged = bytearray(data)
+    damaged = bytearray(path.read_bytes())
     damaged[position : position + 4] = (4 * size).to_bytes(4, "big")
     return bytes(damaged)
 
@@ -79,7 +79,7 @@ def videos(tmp_path_factory):
     index_first = write_h264(root / "index_first.mp4", noise, {"movflags": "faststart"}).read_bytes()
     (root / "cut_index.mp4").write_bytes(index_last[: len(index_last) // 2])
     (root / "cut_frames.mp4").write_bytes(index_first[: len(index_first) // 2])
-    (root / "damaged.mp4").write_bytes(_with_bad_nal_length(index_first, root / "index_first.mp4"))
+    (root / "damaged.mp4").write_bytes(_with_bad_nal_length(root / "index_first.mp4"))
     (root / "empty.mp4").write_bytes(b"")
     write_h264(root / "one_frame.mp4", noise[:1])
     write_audio_only(root / "audio_only.mp4")
