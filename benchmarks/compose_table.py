@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.baseline import baseline_decompose, character_layer, paste
 
-from pipelines.motion.baseline import baseline_decompose, character_layer, paste
-from pipelines.motion.difference_matte import median_plate
 from vidrender import metrics
 from vidrender.io.video import read_video
 from vidrender.synth import read_truth, recompose

@@ -2,17 +2,18 @@
 
 For every clip length (32, 64, 128, 256 frames) and side (64, 128, 256 px) it times, best of `--repeats`:
 
-* inference: the character encoder plus the layered render of every frame (`pipelines.motion.bench.
-  encode_and_render`: untrained default model, `bench.inference_batch` frames at a time, inference mode);
-* compose: `vidrender compose --frames N` in process, from two checkpoints of untrained models at that
-  side, to H.264 `.mp4` (checkpoint loading, compositing, encoding);
+* inference: `vidrender export MODEL.pt -o DIR` in process, end to end (loading the checkpoint, moving
+  the character layer to every frame, writing its PNGs), into a fresh temporary folder each run, from a
+  checkpoint of an untrained model at that side (`bench.untrained_checkpoint`) with that many frames;
+* compose: `vidrender compose --frames N` in process, end to end, from two checkpoints of untrained models
+  at that side, to H.264 `.mp4` (checkpoint loading, compositing, encoding);
 * the classical baseline (`pipelines/motion/baseline.py`: median plates, difference matte, OpenCV
   tracking, cut-and-paste) on the same clip, for scale (no encoding).
 
-Clips are a 32-frame synthetic clip repeated to the length: the speed of each step does not depend on
-the content, and rendering long synthetic clips would take longer than timing them. On a machine shared
-with other busy processes use `--threads 1` (with more threads every parallel region waits for the
-slowest, descheduled thread).
+Clips are a 32-frame synthetic clip repeated to the length (for export: its checkpoint's motion repeated):
+the speed of each step does not depend on the content, and rendering long synthetic clips would take
+longer than timing them. On a machine shared with other busy processes use `--threads 1` (with more
+threads every parallel region waits for the slowest, descheduled thread).
 
     python benchmarks/motion_scaling.py [--frames 32 64 128 256] [--sizes 64 128 256] [--threads N]
         [--repeats 3]
@@ -29,11 +30,10 @@ import time
 from pathlib import Path
 
 import torch
+from vidrender.pipelines.motion import bench
+from vidrender.pipelines.motion.baseline import baseline_compose
+from vidrender.pipelines.motion.decomposition import load
 
-from pipelines.motion import bench
-from pipelines.motion.baseline import baseline_compose
-from pipelines.motion.config import MotionConfig
-from pipelines.motion.model import MotionModel
 from vidrender.bench.measure import time_it
 from vidrender.synth import make_clip
 
@@ -46,30 +46,39 @@ def repeated(tensor: torch.Tensor, count: int) -> torch.Tensor:
     return tensor.repeat(times, *([1] * (tensor.dim() - 1)))[:count]
 
 
+def lengthened(checkpoint: Path, count: int, path: Path) -> Path:
+    """A copy of a motion checkpoint at `path` whose clips' motion (affines, camera) is repeated to `count`
+    frames."""
+    decomposition = load(checkpoint)
+    for stack in decomposition.stacks:
+        stack.background.camera = repeated(stack.background.camera, count)
+        for character in stack.characters:
+            character.affines = repeated(character.affines, count)
+    return decomposition.save(path)
+
+
 def measure(size: int, lengths: list[int], repeats: int, scratch: Path) -> list[dict]:
-    """One row per clip length at `size` px: seconds and frames/s of inference, compose and the baseline."""
+    """One row per clip length at `size` px: seconds and frames/s of export, compose and the baseline."""
     synth = make_clip(seed=1, size=size, frames=SOURCE_FRAMES)
     other = make_clip(seed=2, size=size, frames=SOURCE_FRAMES)
-    config = MotionConfig()
-    torch.manual_seed(0)
-    model = MotionModel(config.model, config.variant, 1, size).eval()
-    character = bench.untrained_checkpoint(scratch / f"character-{size}.pt", size, 16, seed=1)
-    background = bench.untrained_checkpoint(scratch / f"background-{size}.pt", size, 16, seed=2)
-    batch = bench.inference_batch(size)
+    character = bench.untrained_checkpoint(scratch / f"character-{size}.pt", size, SOURCE_FRAMES, seed=1)
+    background = bench.untrained_checkpoint(scratch / f"background-{size}.pt", size, SOURCE_FRAMES, seed=2)
     rows = []
     for count in lengths:
-        frames, affines = repeated(synth.frames, count), repeated(synth.affines.float(), count)
+        model = lengthened(character, count, scratch / f"export-{size}-{count}.pt")
         background_frames = repeated(other.frames, count)
-        runs = {
-            "inference": functools.partial(bench.encode_and_render, model, frames, affines, batch),
-            "compose": bench.compose_command(character, background, scratch / "out.mp4", count),
-            "classical_baseline": functools.partial(baseline_compose, frames, background_frames),
-        }
-        row = {"frames": count, "size_px": size}
-        for name, run in runs.items():
-            seconds = time_it(run, repeats, warmup=1, max_seconds=30.0).min
-            row[f"{name}_s"] = round(seconds, 4)
-            row[f"{name}_fps"] = round(count / seconds, 1)
+        with bench.FreshFolders(scratch) as folders:
+            runs = {
+                "inference": (bench.export_command(model, folders), folders.next),
+                "compose": (bench.compose_command(character, background, scratch / "out.mp4", count), None),
+                "classical_baseline": (functools.partial(baseline_compose, repeated(synth.frames, count),
+                                                         background_frames), None),
+            }
+            row = {"frames": count, "size_px": size}
+            for name, (run, setup) in runs.items():
+                seconds = time_it(run, repeats, warmup=1, max_seconds=30.0, setup=setup).min
+                row[f"{name}_s"] = round(seconds, 4)
+                row[f"{name}_fps"] = round(count / seconds, 1)
         rows.append(row)
         print(f"  {size} px, {count} frames: " + ", ".join(f"{k} {v}" for k, v in row.items() if k.endswith("_s")),
               flush=True)
@@ -79,7 +88,7 @@ def measure(size: int, lengths: list[int], repeats: int, scratch: Path) -> list[
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table: seconds (frames/s) of each stage per clip length and side."""
     lines = [
-        "| frames | px | inference s (frames/s) | compose s (frames/s) | classical baseline s (frames/s) |",
+        "| frames | px | export (inference) s (frames/s) | compose s (frames/s) | classical baseline s (frames/s) |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:

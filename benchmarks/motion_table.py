@@ -27,13 +27,15 @@ import time
 from pathlib import Path
 
 import torch
+from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.evaluation import evaluate
+from vidrender.pipelines.motion.inputs import load_clips
+from vidrender.pipelines.motion.predictors import PREDICTORS
+from vidrender.pipelines.motion.task import MotionTask
 
-from pipelines.motion.config import MotionConfig
-from pipelines.motion.evaluation import evaluate_checkpoint
-from pipelines.motion.inputs import load_clips
-from pipelines.motion.task import MotionTask
-from vidrender.config import load_config, to_dict
-from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
+from vidrender.config import load_config
+from vidrender.io.checkpoint import load_checkpoint
 from vidrender.synth import make_clip, write_truth
 from vidrender.train import train
 
@@ -78,7 +80,7 @@ def run_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[st
     config_file, affines = VARIANTS[variant]
     settings = load_config(MotionConfig, CONFIGS / config_file, overrides)
     started = time.perf_counter()
-    clips = load_clips([truth_dir], settings.variant, affines, None)
+    clips = load_clips([truth_dir], PREDICTORS[settings.variant].needs_affines, affines)
     task = MotionTask(settings, clips)
     tracked = time.perf_counter()
     model = train(task, settings.train, out_dir / f"{variant}.run", cpu=True)
@@ -94,7 +96,7 @@ def reinfer_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: lis
     """`run_variant` without training: the weights of OUT/seedN/VARIANT.pt, new layers, new scores."""
     config_file, affines = VARIANTS[variant]
     settings = load_config(MotionConfig, CONFIGS / config_file, overrides)
-    clips = load_clips([truth_dir], settings.variant, affines, None)
+    clips = load_clips([truth_dir], PREDICTORS[settings.variant].needs_affines, affines)
     task = MotionTask(settings, clips)  # label-free variants: OpenCV tracks, as training had them
     model = task.build_model()
     model.load_state_dict(load_checkpoint(out_dir / f"{variant}.pt", "motion")["weights"])
@@ -109,11 +111,10 @@ def reinfer_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: lis
 def layers_and_scores(variant: str, task: MotionTask, model, truth_dir: Path, out_dir: Path) -> dict:
     """Build the checkpoint's layers (timed), save OUT/seedN/VARIANT.pt and score it against the truth."""
     started = time.perf_counter()
-    artifact = task.artifact(model)
+    decomposition = Decomposition(task.config, model.state_dict(), task.decompose(model))
     inference = time.perf_counter() - started
-    checkpoint = out_dir / f"{variant}.pt"
-    save_checkpoint(checkpoint, "motion", to_dict(task.config), model.state_dict(), artifact)
-    scores = evaluate_checkpoint(checkpoint, truth_dir, baseline="classical")
+    decomposition.save(out_dir / f"{variant}.pt")
+    scores = evaluate(decomposition.stacks[0], truth_dir, baseline="classical")
     return {
         "model": scores["model"],
         "classical": scores["classical"],

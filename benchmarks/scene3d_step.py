@@ -13,7 +13,7 @@ a core, because every parallel region waits for a thread that is not scheduled. 
 are the figure that stays comparable: 1.1-1.3 s a paper.yaml bf16 step on one core of this machine.
 
     python benchmarks/scene3d_step.py [--config configs/scene3d/paper.yaml] [--size 64] [--pairs 4]
-        [--threads 2] [--steps 6] [--warmup 2] [--precision config|no|bf16] [--compile] [--channels-last]
+        [--threads 2] [--steps 6] [--warmup 2] [--precision config|no|bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import statistics
 import time
 
 import torch
-
-from pipelines.scene3d.bench import CONFIG_DIR, autocast_dtype, bench_config, random_batch, step_function
-from pipelines.scene3d.model import SceneRenderer, count_parameters
-from pipelines.scene3d.step import training_step
+from vidrender.pipelines.scene3d.bench import CONFIG_DIR, autocast_dtype, bench_config, random_batch, step_function
+from vidrender.pipelines.scene3d.model import SceneRenderer, count_parameters
+from vidrender.pipelines.scene3d.step import training_step
 
 
 def main() -> None:
@@ -47,11 +46,10 @@ def main() -> None:
         help="autocast: the config's train.mixed_precision (default), fp32 (no) or bfloat16",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    parser.add_argument("--channels-last", action="store_true", help="3-D convolutions in channels_last_3d")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    config = bench_config(args.config, args.size, ["model.channels_last=true"] if args.channels_last else [])
+    config = bench_config(args.config, args.size)
     if args.precision == "config" and config.train.mixed_precision == "fp16":
         raise SystemExit("fp16 autocast is a GPU setting; benchmark with --precision no or bf16")
     dtype = autocast_dtype(config, args.precision)
@@ -92,7 +90,6 @@ def main() -> None:
         "threads": args.threads,
         "precision": "bf16" if dtype is not None else "fp32",
         "compile": args.compile,
-        "channels_last": config.model.channels_last,
         "torch": torch.__version__,
     }
     print(json.dumps(result))

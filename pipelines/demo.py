@@ -1,8 +1,8 @@
 """`vidrender demo`: the whole motion job on built-in synthetic clips, in minutes on a laptop CPU.
 
 1. write two synthetic clips with ground truth (`vidrender samples`);
-2. train a model on each (OpenCV-tracked affines, so no labels are used; small, CPU-sized settings);
-3. compose the character of clip A onto the background of clip B;
+2. fit a model on each (`motion.fit`; OpenCV-tracked affines, so no labels are used; CPU-sized settings);
+3. compose the character of clip A onto the background of clip B (`motion.compose`);
 4. write DIR/out.mp4, DIR/out.gif and DIR/sheet.png (rows: clip A, clip B, the composed result).
 """
 
@@ -32,22 +32,29 @@ def register(app: typer.Typer) -> None:
         """Make two sample clips, train on each, and compose A's character onto B's background."""
         import torch
         from rich.console import Console
+        from vidrender.pipelines import motion
 
-        from pipelines.motion.cli import compose, train
+        from vidrender.config import load_config
         from vidrender.io.images import contact_sheet, write_image
         from vidrender.io.video import read_video
+        from vidrender.io.video_write import write_video
         from vidrender.synth import make_clip, write_truth
 
         console = Console(stderr=True)
         started = time.perf_counter()
         output.mkdir(parents=True, exist_ok=True)
+        config = load_config(motion.MotionConfig, None, ["variant=known", *DEMO_SETTINGS])
         clips = {}
         for name, seed in (("a", 0), ("b", 2)):
             console.rule(f"[bold]clip {name}: synthesise and train")
             clips[name] = write_truth(make_clip(seed=seed, size=128, frames=frames), output / f"clip_{name}")
-            train([clips[name]], output / f"{name}.pt", variant="known", affines=["track"], overrides=DEMO_SETTINGS)
+            loaded = motion.load_clips([clips[name]], needs_affines=True, affines=["track"])
+            decomposition = motion.fit(loaded, config, output / f"{name}.run")
+            decomposition.save(output / f"{name}.pt")
         console.rule("[bold]compose A's character onto B's background")
-        compose(character=output / "a.pt", background=output / "b.pt", output=output / "out.mp4", preview=True)
+        result = motion.compose(motion.load_stack(output / "a.pt"), motion.load_stack(output / "b.pt"))
+        write_video(output / "out.mp4", result.frames, result.fps)
+        write_video(output / "out.gif", result.frames, result.fps)
         picks = slice(0, frames, max(1, frames // 6))
         rows = [read_video(clips["a"] / "clip.mp4")[0][picks], read_video(clips["b"] / "clip.mp4")[0][picks],
                 read_video(output / "out.mp4")[0][picks]]

@@ -9,8 +9,8 @@ import typer
 
 def command_registrars() -> list[Callable[[typer.Typer], None]]:
     """Functions that each add one pipeline's commands to the top-level app."""
-    from pipelines.demo import register as register_demo
-    from pipelines.motion.cli import register as register_motion
-    from pipelines.scene3d.cli import register as register_scene3d
+    from vidrender.pipelines.demo import register as register_demo
+    from vidrender.pipelines.motion.cli import register as register_motion
+    from vidrender.pipelines.scene3d.cli import register as register_scene3d
 
     return [register_motion, register_demo, register_scene3d]

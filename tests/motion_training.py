@@ -2,9 +2,8 @@
 `vidrender/train.py`, is tested on its own in test_train_loop.py)."""
 
 import torch
-
-from pipelines.motion.model import MotionModel
-from pipelines.motion.task import MotionTask
+from vidrender.pipelines.motion.model import MotionModel
+from vidrender.pipelines.motion.task import MotionTask
 
 
 def train_plainly(task: MotionTask) -> MotionModel:

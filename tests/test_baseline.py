@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vidrender.pipelines.motion import tracking
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.baseline import baseline_compose, baseline_decompose
+from vidrender.pipelines.motion.difference_matte import difference_matte
 
-from pipelines.motion import tracking
-from pipelines.motion.baseline import baseline_compose, baseline_decompose
-from pipelines.motion.difference_matte import difference_matte, median_plate
 from vidrender import geometry, metrics
 from vidrender.errors import UserError
 from vidrender.synth import make_clip, recompose

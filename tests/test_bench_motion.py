@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from vidrender.pipelines.motion import bench
+from vidrender.pipelines.motion.config import VARIANTS
+from vidrender.pipelines.motion.stack import read_export
 
-from pipelines.motion import bench
-from pipelines.motion.config import VARIANTS
 from vidrender.io.video import probe
 
 RATE_KEYS = {"per_s", "batch", "ms_per_item", "gflop_per_item", "achieved_gflops", "fraction_of_peak",
@@ -50,27 +51,27 @@ def test_motion_training_figures_per_variant_and_size(quick_bench):
         assert 3.5 < ratio < 4.5
 
 
-def test_motion_inference_figures_per_size(quick_bench):
-    inference = quick_bench["motion"]["inference_frames"]
-    assert set(inference) == {f"{size}px" for size in bench.INFER_SIZES}
-    for size in bench.INFER_SIZES:
-        _rates(inference[f"{size}px"])
-        assert inference[f"{size}px"]["batch"] == min(bench.inference_batch(size), bench.QUICK.infer_frames)
-    assert inference["256px"]["gflop_per_item"] / inference["64px"]["gflop_per_item"] == pytest.approx(16, rel=0.05)
+def test_motion_export_figures_per_size(quick_bench):
+    export = quick_bench["motion"]["export"]
+    assert set(export) == {f"{size}px" for size in bench.EXPORT_SIZES}
+    for size in bench.EXPORT_SIZES:
+        figures = export[f"{size}px"]
+        assert figures["frames"] == bench.QUICK.export_frames and figures["size_px"] == size
+        # one run of the command wrote every frame: background.png, then character/ and alpha/ per frame
+        assert figures["png_files"] == 2 * figures["frames"] + 1
+        assert set(figures["stages_ms"]) == {"load_checkpoint", "move_layers", "write_pngs"}
+        assert figures["fps"] > 0 and all(v > 0 for v in figures["stages_ms"].values())
+        assert figures["peak_rss_increase_mib"] >= 0
 
 
-def test_motion_compose_baseline_and_options(quick_bench):
+def test_motion_compose_and_baseline(quick_bench):
     motion = quick_bench["motion"]
+    assert set(motion) == {"threads", "training_pairs", "export", "compose", "classical_baseline"}
     compose = motion["compose"]
     assert compose["frames"] == bench.QUICK.compose_frames and compose["size_px"] == bench.COMPOSE_SIZE
     assert set(compose["stages_ms"]) == {"load_checkpoints", "composite", "encode_mp4"}
     assert compose["fps"] > 0 and compose["encode_fps"] > 0 and all(v > 0 for v in compose["stages_ms"].values())
     assert motion["classical_baseline"]["fps"] > 0
-    options = motion[f"options_{bench.OPTIONS_SIZE}px"]
-    for kind in ("training_pairs_per_s", "inference_frames_per_s"):
-        assert set(options[kind]) == set(bench.OPTIONS) and all(v > 0 for v in options[kind].values())
-    # bf16 keeps about 3 significant digits: the rendered frames move by a fraction of a grey level
-    assert 0 < options["bf16_render_change_mean"] < 2
 
 
 def test_compose_is_timed_on_the_real_command(tmp_path):
@@ -82,11 +83,29 @@ def test_compose_is_timed_on_the_real_command(tmp_path):
     assert info.frame_count == 6 and (info.width, info.height) == (48, 48)
 
 
-def test_training_step_learns_and_inference_renders():
+def test_export_is_timed_on_the_real_command_into_fresh_folders(tmp_path):
+    checkpoint = bench.untrained_checkpoint(tmp_path / "a.pt", 40, 5, seed=1)
+    with bench.FreshFolders(tmp_path / "runs") as folders:
+        run = bench.export_command(checkpoint, folders)
+        first = run()
+        stack = read_export(first)
+        assert stack.frame_count == 5 and stack.size == (40, 40)
+        assert len(list((first / "character").glob("*.png"))) == len(list((first / "alpha").glob("*.png"))) == 5
+        folders.next()  # what time_it's setup does before every timed run
+        assert not first.exists()
+        second = run()
+        assert second.parent == folders.current
+        written = sorted(path.relative_to(second) for path in second.rglob("*.png"))
+        assert len(written) == 2 * 5 + 1
+        # the write_pngs stage alone writes the same PNG files as the command
+        alone = folders.next()
+        bench.write_pngs(alone, stack, [character.moved() for character in stack.characters])
+        assert sorted(path.relative_to(alone) for path in alone.rglob("*.png")) == written
+    assert not any((tmp_path / "runs").iterdir())  # the last folder is deleted too
+
+
+def test_training_step_learns():
     step, pairs = bench.training_step("frame-pair", 32, batch_size=2, clip_frames=4)
     assert pairs == 2
     losses = [step() for _ in range(3)]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] != losses[0]  # the weights moved
-    run, frames = bench.inference_pass(32, 3)
-    rendered = run()
-    assert frames == 3 and rendered.shape == (3, 3, 32, 32) and 0 <= rendered.min() and rendered.max() <= 1

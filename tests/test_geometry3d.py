@@ -169,7 +169,7 @@ class TestAgreesWithDataRenderer:
     EXTENT = 9.0  # world units spanned by half the voxel grid (objects fit in radius ~8)
 
     def test_same_camera_matrix(self):
-        raymarch = pytest.importorskip("pipelines.scene3d.raymarch")
+        raymarch = pytest.importorskip("vidrender.pipelines.scene3d.raymarch")
         azimuth, elevation = torch.tensor([0.0, 35.0, 200.0, 310.0]), torch.tensor([0.0, 60.0, -45.0, 10.0])
         torch.testing.assert_close(raymarch.camera_rotation(azimuth, elevation), camera_rotation(azimuth, elevation))
 
@@ -181,7 +181,7 @@ class TestAgreesWithDataRenderer:
 
     def silhouette_from_volume(self, volume: torch.Tensor, pixels: int) -> torch.Tensor:
         """Perspective silhouette of a camera-frame occupancy volume, with the renderer's pinhole camera."""
-        raymarch = pytest.importorskip("pipelines.scene3d.raymarch")
+        raymarch = pytest.importorskip("vidrender.pipelines.scene3d.raymarch")
         tan_half = math.tan(math.radians(raymarch.FIELD_OF_VIEW_DEG) / 2)
         centres = ((torch.arange(pixels) + 0.5) / pixels * 2 - 1) * tan_half
         down, right = torch.meshgrid(centres, centres, indexing="ij")
@@ -199,8 +199,8 @@ class TestAgreesWithDataRenderer:
         return float((a & b).sum() / (a | b).sum())
 
     def test_rotated_latent_matches_rendered_view(self):
-        objects = pytest.importorskip("pipelines.scene3d.objects")
-        raymarch = pytest.importorskip("pipelines.scene3d.raymarch")
+        objects = pytest.importorskip("vidrender.pipelines.scene3d.objects")
+        raymarch = pytest.importorskip("vidrender.pipelines.scene3d.raymarch")
         chair = objects.make_object("chair", seed=3)
         source, target, pixels = (30.0, 20.0), (110.0, -15.0), 40
         scene = self.occupancy(chair, *source, size=48)

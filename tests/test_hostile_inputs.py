@@ -20,10 +20,10 @@ import pytest
 import torch
 from media_files import write_audio_only, write_h264
 from PIL import Image
+from vidrender.pipelines.motion.stack import single_layer_stack
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.model import SceneRenderer
 
-from pipelines.motion.layers import ENTRY_KEYS
-from pipelines.scene3d.config import Scene3dConfig
-from pipelines.scene3d.model import SceneRenderer
 from vidrender import cli
 from vidrender.config import load_config, to_dict
 from vidrender.io.checkpoint import FORMAT_VERSION, save_checkpoint
@@ -149,10 +149,8 @@ def test_10000_pixel_frames_are_refused_from_the_header_in_bounded_memory(videos
 def checkpoints(tmp_path_factory):
     """A valid motion and scene3d checkpoint (built, not trained) and the folder to put damaged ones in."""
     root = tmp_path_factory.mktemp("checkpoints")
-    entry = {"plate": torch.rand(3, 16, 16), "character": torch.rand(4, 16, 16),
-             "affines": torch.eye(2, 3).repeat(4, 1, 1), "fps": 24.0, "native_size": [16, 16], "reference": 0}
-    assert set(entry) == set(ENTRY_KEYS)
-    save_checkpoint(root / "motion.pt", "motion", {}, {}, {"clips": [entry]})
+    stack = single_layer_stack(torch.rand(3, 16, 16), torch.rand(4, 16, 16), torch.eye(2, 3).repeat(4, 1, 1), 0, 24.0)
+    save_checkpoint(root / "motion.pt", "motion", {}, {}, {"clips": [stack.to_dict()]})
     config = load_config(Scene3dConfig, SCENE_CONFIG)
     model = SceneRenderer.from_config(config)
     save_checkpoint(root / "scene.pt", "scene3d", to_dict(config), model.state_dict(), {})
@@ -187,15 +185,22 @@ def test_the_valid_checkpoints_work(checkpoints, tmp_path):
                "-o", tmp_path / "v.png"])
 
 
-def _set_entry(key, value):
+def _set_entry(path, value):
+    """Set the clip entry's item at `path` (keys and list indices, e.g. ("background", "plate"))."""
     def change(payload):
-        payload["artifact"]["clips"][0][key] = value
+        container = payload["artifact"]["clips"][0]
+        for key in path[:-1]:
+            container = container[key]
+        container[path[-1]] = value
     return change
 
 
-def _drop_entry(key):
+def _drop_entry(path):
     def change(payload):
-        del payload["artifact"]["clips"][0][key]
+        container = payload["artifact"]["clips"][0]
+        for key in path[:-1]:
+            container = container[key]
+        del container[path[-1]]
     return change
 
 
@@ -208,15 +213,20 @@ def _set(key, value):
 MOTION_DAMAGE = {
     "newer_version": (_set("format_version", FORMAT_VERSION + 1), "newer than this vidrender reads"),
     "text_version": (_set("format_version", "1"), "not a vidrender checkpoint"),
-    "missing_plate": (_drop_entry("plate"), "lacks plate"),
-    "plate_wrong_shape": (_set_entry("plate", torch.zeros(3, 5)), "has a plate (3, 5)"),
-    "plate_not_a_tensor": (_set_entry("plate", [[0.5]]), "plate is not a float tensor"),
-    "empty_plate": (_set_entry("plate", torch.zeros(3, 0, 0)), "plate"),
-    "no_affines": (_set_entry("affines", torch.zeros(0, 2, 3)), "0 affines"),
-    "nan_affines": (_set_entry("affines", torch.full((4, 2, 3), float("nan"))), "malformed affines"),
-    "text_fps": (_set_entry("fps", "fast"), "fps is 'fast'"),
+    "missing_plate": (_drop_entry(("background", "plate")), "plate is not a float tensor"),
+    "plate_wrong_shape": (_set_entry(("background", "plate"), torch.zeros(3, 5)), "plate has shape (3, 5)"),
+    "plate_not_a_tensor": (_set_entry(("background", "plate"), [[0.5]]), "plate is not a float tensor"),
+    "empty_plate": (_set_entry(("background", "plate"), torch.zeros(3, 0, 0)), "a 0x0 plate"),
+    "no_characters": (_set_entry(("characters",), []), "no character layers"),
+    "no_affines": (_set_entry(("characters", 0, "affines"), torch.zeros(0, 2, 3)), "have 0 affines"),
+    "nan_affines": (_set_entry(("characters", 0, "affines"), torch.full((4, 2, 3), float("nan"))),
+                    "affines holds NaN"),
+    "wrong_camera": (_set_entry(("background", "camera"), torch.zeros(2, 3, 3)), "camera has shape (2, 3, 3)"),
+    "text_fps": (_set_entry(("fps",), "fast"), "fps is 'fast'"),
+    "bad_reference": (_set_entry(("characters", 0, "reference"), 9), "reference frame is 9"),
     "artifact_a_list": (_set("artifact", [1, 2]), "'artifact' is a list"),
-    "clips_not_entries": (_set("artifact", {"clips": [5]}), "no list of clips"),
+    "clips_not_entries": (_set("artifact", {"clips": [5]}), "the clip entry is not a dict"),
+    "clips_not_a_list": (_set("artifact", {"clips": 5}), "no list of clips"),
 }
 
 

@@ -32,9 +32,11 @@ def test_train_writes_a_safe_checkpoint_with_what_inference_needs(trained):
     root, _ = trained
     payload = torch.load(root / "a.pt", weights_only=True)
     assert payload["pipeline"] == "motion"
+    assert payload["format_version"] == 2
     entry = payload["artifact"]["clips"][0]
-    assert entry["plate"].shape == (3, 32, 32) and entry["character"].shape == (4, 32, 32)
-    assert entry["affines"].shape == (8, 2, 3) and entry["fps"] == 24.0
+    (character,) = entry["characters"]
+    assert entry["background"]["plate"].shape == (3, 32, 32) and character["rgba"].shape == (4, 32, 32)
+    assert character["affines"].shape == (8, 2, 3) and entry["fps"] == 24.0
     assert (root / "a.run" / "checkpoints").is_dir()
 
 

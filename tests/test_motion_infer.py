@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from vidrender.pipelines.motion import infer
 
-from pipelines.motion import infer
 from vidrender.geometry import corner_error
 from vidrender.synth import make_clip
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from vidrender.pipelines.motion.config import LossConfig, ModelConfig, MotionConfig
+from vidrender.pipelines.motion.data import PairDataset, relative_affine
+from vidrender.pipelines.motion.losses import equivariance, motion_loss
+from vidrender.pipelines.motion.model import CharacterEncoder, MotionModel
+from vidrender.pipelines.motion.predictors import FeaturePairPredictor, FramePairPredictor
 
-from pipelines.motion.config import LossConfig, ModelConfig, MotionConfig
-from pipelines.motion.data import PairDataset, relative_affine
-from pipelines.motion.losses import equivariance, motion_loss
-from pipelines.motion.model import CharacterEncoder, MotionModel
-from pipelines.motion.predictors import FeaturePairPredictor, FramePairPredictor
 from vidrender.errors import UserError
 from vidrender.geometry import from_params, invert, warp
 
@@ -127,7 +127,7 @@ def test_background_depends_only_on_the_clip(model):
         assert not torch.equal(model(first, second, torch.tensor([0]))["background"], other)
 
 
-@pytest.mark.parametrize("predictor", [FramePairPredictor(8), FeaturePairPredictor(16, 8)])
+@pytest.mark.parametrize("predictor", [FramePairPredictor(16, 8), FeaturePairPredictor(16, 8)])
 def test_predictors_start_at_identity_and_get_gradients(predictor):
     torch.manual_seed(0)
     frames = torch.rand(3, 3, SIZE, SIZE), torch.rand(3, 3, SIZE, SIZE)
@@ -141,7 +141,7 @@ def test_predictors_start_at_identity_and_get_gradients(predictor):
 
 def test_predicted_affines_stay_invertible():
     """Whatever the head outputs, A's linear part is a matrix exponential (det > 0): no NaN from invert."""
-    predictor = FramePairPredictor(8)
+    predictor = FramePairPredictor(16, 8)
     with torch.no_grad():
         predictor.regressor.delta.bias.copy_(torch.tensor([-50.0, 50.0, 9.0, 50.0, -50.0, -9.0]))
     A = predictor(torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, SIZE, SIZE), None, None)
@@ -162,10 +162,9 @@ def test_pairs_have_gaps_one_to_k_in_both_directions():
         assert 1 <= abs(gap) <= 3 and target - source == gap
         assert torch.equal(item["source"], frames[clip][source]) and torch.equal(item["target"], frames[clip][target])
         if clip == 0:
-            assert item["has_affine"]
             assert torch.allclose(item["affine"], relative_affine(affines[0], source, target))
         else:
-            assert not item["has_affine"]
+            assert torch.equal(item["affine"], torch.eye(2, 3))
         gaps.add(gap)
         seen_clips.add(clip)
     assert gaps == {-3, -2, -1, 1, 2, 3} and seen_clips == {0, 1}

@@ -9,11 +9,10 @@ frame shows in the background branch's output across frames.
 import pytest
 import torch
 from motion_training import train_plainly
+from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.data import Clip, relative_affine
+from vidrender.pipelines.motion.task import MotionTask
 
-from pipelines.motion import infer
-from pipelines.motion.config import MotionConfig
-from pipelines.motion.data import Clip, relative_affine
-from pipelines.motion.task import MotionTask
 from vidrender.config import load_config
 from vidrender.metrics import affine_error, matte_iou
 from vidrender.synth.clips import make_clip
@@ -53,16 +52,16 @@ def trained(request):
 
 def test_matte_clearly_beats_trivial_guesses(trained):
     variant, truth, task, model = trained
-    layers = infer.decompose(model, truth.frames, 0, task.config.infer, task.known[0])
-    iou = matte_iou(layers["mattes"].float() / 255, truth.alpha)
+    (stack,) = task.decompose(model)
+    character = stack.characters[0]
+    iou = matte_iou(character.moved()[:, 3:], truth.alpha)
     all_background = matte_iou(torch.zeros_like(truth.alpha), truth.alpha)
     all_character = matte_iou(torch.ones_like(truth.alpha), truth.alpha)
     assert iou > 0.85, f"{variant}: matte IoU {iou:.3f}"
     assert iou > max(all_background, all_character) + 0.5
     # the layered re-render explains the clip and the motion is the character's, not the identity's
-    render, _ = infer.render_layers(layers["character"], layers["alpha"], layers["affines"], layers["plate"])
-    assert (render - truth.frames).abs().mean() < 0.02
-    error = affine_error(layers["affines"].double(), truth.affines, SIZE, SIZE)
+    assert (stack.render() - truth.frames).abs().mean() < 0.02
+    error = affine_error(character.affines.double(), truth.affines, SIZE, SIZE)
     still = affine_error(torch.eye(2, 3, dtype=torch.float64).expand(FRAMES, 2, 3), truth.affines, SIZE, SIZE)
     assert error < 0.1 * still, f"{variant}: affine error {error:.2f} px vs {still:.2f} px for no motion"
 
@@ -102,22 +101,24 @@ def test_artifact_holds_what_inference_needs(trained):
     artifact = task.artifact(model)
     assert artifact["variant"] == variant and len(artifact["clips"]) == 1
     entry = artifact["clips"][0]
-    assert entry["plate"].shape == (3, SIZE, SIZE) and entry["character"].shape == (4, SIZE, SIZE)
-    assert entry["affines"].shape == (FRAMES, 2, 3) and entry["mattes"].dtype == torch.uint8
-    assert torch.allclose(entry["affines"][entry["reference"]], torch.eye(2, 3), atol=1e-6)
+    assert entry["background"]["plate"].shape == (3, SIZE, SIZE)
+    assert torch.equal(entry["background"]["camera"], torch.eye(3).expand(FRAMES, 3, 3))
+    (character,) = entry["characters"]
+    assert character["rgba"].shape == (4, SIZE, SIZE) and character["affines"].shape == (FRAMES, 2, 3)
+    assert torch.allclose(character["affines"][character["reference"]], torch.eye(2, 3), atol=1e-6)
     assert entry["fps"] == truth.fps
 
 
 def test_label_free_layers_find_a_character_that_left_the_frame():
-    """DESIGN.md's 'character is cut when it leaves the frame': after an exit of 6 frames the chain of
-    predicted neighbour steps has drifted (IoU 0.55, 31 px here without OpenCV's tracks as candidates);
-    the layers `vidrender train` stores must pick the character up again where it comes back."""
+    """The failure mode 'character is cut when it leaves the frame' (docs/design.md section 1): after an
+    exit of 6 frames the chain of predicted neighbour steps has drifted (IoU 0.55, 31 px here without
+    OpenCV's tracks as candidates); the layers `vidrender train` stores must pick the character up again where it comes back."""
     truth, task, model = train("frame-pair", frames=24, leave_frame=True)
     area = truth.alpha.flatten(1).sum(1)
     first_gone = int((area == 0).nonzero()[0])
     assert (area[first_gone : first_gone + 3] == 0).all() and (area[first_gone:] > 0).any()  # gone, then back
-    entry = task.artifact(model)["clips"][0]
-    iou = matte_iou(entry["mattes"].float() / 255, truth.alpha)
+    (character,) = task.decompose(model)[0].characters
+    iou = matte_iou(character.moved()[:, 3:], truth.alpha)
     visible = area >= 0.5 * area[truth.reference]
-    error = affine_error(entry["affines"][visible].double(), truth.affines[visible], SIZE, SIZE)
+    error = affine_error(character.affines[visible].double(), truth.affines[visible], SIZE, SIZE)
     assert iou > 0.9 and error < 0.5, f"matte IoU {iou:.3f}, affine error {error:.2f} px on visible frames"

@@ -91,10 +91,14 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(straight, tmp_p
     # what a kill during a save leaves behind: a partial folder, which resuming must ignore
     (checkpoints / ".partial_00000055").mkdir()
     (checkpoints / ".partial_00000055" / "model.safetensors").write_bytes(b"cut short")
+    saved = max(int(folder.name.removeprefix("step_")) for folder in checkpoints.glob("step_*"))
+    assert saved >= 10
     resumed = subprocess.run(_command(truth, output, "--resume"), capture_output=True, text=True, timeout=300,
                              env=ENV)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stderr
+    # it continued from the newest complete checkpoint: a run that restarted from step 0 with the same seed
+    # would reach the same weights and log, so only the step it reports resuming at tells them apart
+    assert _resumed_step(resumed.stderr) == saved, resumed.stderr
     _assert_same_weights(output, reference)
     # log lines written after the last checkpoint were dropped on resume, so each step is logged once
     assert _logged_steps(output) == list(range(1, STEPS + 1))
@@ -201,5 +205,12 @@ def test_a_save_failing_mid_run_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 def _interrupted_step(stderr: str) -> int:
     found = re.search(r"interrupted at step (\d+); saved", stderr)
+    assert found, stderr
+    return int(found.group(1))
+
+
+def _resumed_step(stderr: str) -> int:
+    # rich wraps long lines (the run folder's path) on a console that is not a terminal: join them first
+    found = re.search(r"resumed from .*? at step (\d+)", " ".join(stderr.split()))
     assert found, stderr
     return int(found.group(1))

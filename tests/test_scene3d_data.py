@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pipelines.scene3d import dataset_writer
-from pipelines.scene3d.data import SceneDataset, load_views, resolve_split, scan_split
-from pipelines.scene3d.dataset_writer import temporal_split, write_dataset
-from pipelines.scene3d.objects import SdfObject, make_object, world_to_model
-from pipelines.scene3d.raymarch import (
+from vidrender.pipelines.scene3d import dataset_writer
+from vidrender.pipelines.scene3d.data import SceneDataset, load_image, load_views, resolve_split, scan_split
+from vidrender.pipelines.scene3d.dataset_writer import temporal_split, write_dataset
+from vidrender.pipelines.scene3d.objects import SdfObject, make_object, world_to_model
+from vidrender.pipelines.scene3d.raymarch import (
     BACKGROUND,
     CAMERA_RADIUS,
     FIELD_OF_VIEW_DEG,
@@ -21,6 +20,7 @@ from pipelines.scene3d.raymarch import (
     render_view,
     render_views,
 )
+
 from vidrender.errors import UserError
 
 
@@ -291,7 +291,12 @@ def test_reader_reads_back_angles_times_and_pixels(bend_data):
     stored = torch.from_numpy(np.array(Image.open(folders["train"] / "bend" / "00005.png"))).permute(2, 0, 1)
     assert torch.equal(item["image_a"], stored.float() / 255)
     assert item["azimuth_a"] == pytest.approx(params["00005"]["azimuth"], abs=1e-4)
-    assert item["time_a"] == params["00005"]["temporal"] and item["scene"] == 0
+    assert item["time_a"] == params["00005"]["temporal"]
+    # item 5's view a is bend/00005.png, of scene 0, and its partner is another of that scene's images
+    view = int(dataset.anchors[5])
+    assert dataset.paths[view] == folders["train"] / "bend" / "00005.png" and dataset.scene_index[view] == 0
+    others = [path for path in dataset.scenes[0].paths if path.name != "00005.png"]
+    assert any(torch.equal(item["image_b"], load_image(path).float() / 255) for path in others)
 
 
 def test_pairs_respect_time_gap_and_never_repeat_a_view(bend_data):
@@ -351,7 +356,11 @@ def test_reader_accepts_reference_layouts(tmp_path):
     dataset = SceneDataset(train)
     assert len(dataset) == 5 and [scene.name for scene in dataset.scenes] == ["a", "b"]
     assert dataset[1]["image_a"].shape == (3, 8, 8) and dataset.time.eq(0).all()
-    assert dataset[3]["scene"] == 1 and dataset[3]["azimuth_a"] == pytest.approx(0.0)
+    # every view's scene index names the folder its image is in; item 3's view a is b's first view
+    assert [dataset.scenes[i].name for i in dataset.scene_index.tolist()] == [p.parent.name for p in dataset.paths]
+    view = int(dataset.anchors[3])
+    assert dataset.scene_index[view] == 1 and dataset.paths[view].name == "render_00000.png"
+    assert dataset[3]["azimuth_a"] == pytest.approx(0.0)
     with pytest.raises(UserError, match="no test split"):
         resolve_split(tmp_path / "chairs", "test")
 

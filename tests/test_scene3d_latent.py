@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
+from vidrender.pipelines.scene3d.latent import GAP, ColourMap, depth_grid, latent_frames, write_latent
+from vidrender.pipelines.scene3d.model import SceneRenderer
 
-from pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
-from pipelines.scene3d.latent import GAP, ColourMap, depth_grid, latent_frames, write_latent
-from pipelines.scene3d.model import SceneRenderer
 from vidrender.cli import main
 from vidrender.config import to_dict
 from vidrender.errors import UserError

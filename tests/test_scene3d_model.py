@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pipelines.scene3d.bench import random_batch
-from pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
-from pipelines.scene3d.infer import (
+from vidrender.pipelines.scene3d.bench import random_batch
+from vidrender.pipelines.scene3d.commands import PIPELINE, load_model
+from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
+from vidrender.pipelines.scene3d.infer import (
     infer_scenes,
     orbit_frames,
     orbit_timelapse_frames,
@@ -16,19 +16,23 @@ from pipelines.scene3d.infer import (
     time_range,
     timelapse_frames,
 )
-from pipelines.scene3d.model import (
+from vidrender.pipelines.scene3d.model import (
     PointwiseConv2d,
     PointwiseConv3d,
     SceneRenderer,
     count_parameters,
+    fold_depth,
+    lift_to_volume,
     select_time,
     spherical_mask,
     time_slice_position,
 )
-from pipelines.scene3d.step import preview, swap_render, training_step
-from vidrender.config import load_config
+from vidrender.pipelines.scene3d.step import preview, swap_render, training_step
+
+from vidrender.config import load_config, to_dict
 from vidrender.errors import UserError
 from vidrender.geometry3d import object_rotation, relative_rotation, rotate_scene
+from vidrender.io.checkpoint import save_checkpoint
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "scene3d"
 SIZE = 16
@@ -44,7 +48,6 @@ def tiny_model_config(**changes) -> ModelConfig:
         inverse_projection_channels=[32, 64],
         projection_channels=[32, 16],
         scene_channels=4,
-        channels_last=False,
     )
     values.update(changes)
     return ModelConfig(**values)
@@ -117,13 +120,31 @@ class TestModel:
         assert rendered.shape == (3, 3, SIZE, SIZE)
         assert rendered.min() > 0 and rendered.max() < 1
 
-    def test_channels_last_gives_the_same_numbers(self):
+    def test_projection_reshapes_put_channel_c_depth_d_at_c_times_depth_plus_d(self):
+        channels, depth = 3, 4  # unequal, and H != W, so a swapped or misordered pattern fails
+        features = torch.arange(2 * channels * depth * 5 * 6, dtype=torch.float32).view(2, channels * depth, 5, 6)
+        volume = lift_to_volume(features, depth)
+        assert volume.shape == (2, channels, depth, 5, 6)
+        for c in range(channels):
+            for d in range(depth):
+                assert torch.equal(volume[:, c, d], features[:, c * depth + d])
+        assert torch.equal(fold_depth(volume), features)
+        assert torch.equal(lift_to_volume(fold_depth(volume), depth), volume)
+
+    def test_model_projections_use_the_channel_depth_layout(self):
         torch.manual_seed(0)
-        plain = SceneRenderer(tiny_model_config())
-        fast = SceneRenderer(tiny_model_config(channels_last=True))
-        fast.load_state_dict(plain.state_dict())
+        model = SceneRenderer(tiny_model_config())
+        channels, depth = tiny_model_config().lifted_shape()
         images = torch.rand(2, 3, SIZE, SIZE)
-        torch.testing.assert_close(fast.inverse_render(images), plain.inverse_render(images), atol=1e-5, rtol=1e-4)
+        with torch.no_grad():
+            features = model.inverse_projection(model.inverse_2d(images))
+            lifted = features.view(2, channels, depth, *features.shape[2:])
+            assert torch.equal(model.features_3d(images), model.inverse_3d(lifted))
+            scenes = torch.rand(2, *model.scene_shape)
+            volume = model.forward_3d(scenes)
+            folded = volume.reshape(2, -1, *volume.shape[3:])
+            expected = torch.sigmoid(model.to_rgb(model.forward_2d(model.projection(folded))))
+            assert torch.equal(model.render(scenes), expected)
 
     @pytest.mark.parametrize("dims", [2, 3])
     @pytest.mark.parametrize("bias", [True, False])
@@ -379,3 +400,27 @@ class TestInference:
         torch.testing.assert_close(frames[0], render(model, image, 10.0, 0.0, -2.0, 10.0), atol=1e-5, rtol=1e-4)
         with pytest.raises(UserError, match="static"):
             orbit_timelapse_frames(self.model(), image)
+
+
+class TestCheckpoint:
+    def test_old_checkpoint_with_retired_channels_last_key_loads(self, tmp_path):
+        # checkpoints written before model.channels_last was removed store it in their config
+        torch.manual_seed(0)
+        config = tiny_config(timesteps=3, max_gap=1)
+        saved = SceneRenderer.from_config(config)
+        stored = to_dict(config)
+        stored["model"]["channels_last"] = False
+        path = save_checkpoint(tmp_path / "old.pt", PIPELINE, stored, saved.state_dict(), {})
+        model, loaded = load_model(path)
+        assert loaded == config
+        for name, tensor in saved.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+
+    def test_unknown_model_keys_are_still_refused(self, tmp_path):
+        config = tiny_config()
+        stored = to_dict(config)
+        stored["model"]["channel_last"] = False
+        weights = SceneRenderer.from_config(config).state_dict()
+        path = save_checkpoint(tmp_path / "typo.pt", PIPELINE, stored, weights, {})
+        with pytest.raises(UserError, match="channel_last"):
+            load_model(path)

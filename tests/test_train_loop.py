@@ -48,13 +48,31 @@ def test_loss_falls_and_run_folder_is_complete(tmp_path):
     assert names == ["step_00000036", "step_00000040"]
 
 
+class StepRecordingTask(ToyTask):
+    """ToyTask that records the step of every `training_loss` call."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[int] = []
+
+    def training_loss(self, model, batch, step):
+        self.steps.append(step)
+        return super().training_loss(model, batch, step)
+
+
 def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
     # 64 items / batch 8 = 8 steps per epoch: stopping at 12 stops in the middle of the second epoch
     straight = train(ToyTask(), _config(), tmp_path / "straight")
     AcceleratorState._reset_state(reset_partial_state=True)
     train(ToyTask(), _config(steps=12), tmp_path / "split")
     AcceleratorState._reset_state(reset_partial_state=True)
-    resumed = train(ToyTask(), _config(), tmp_path / "split", resume=True)
+    task = StepRecordingTask()
+    resumed = train(task, _config(), tmp_path / "split", resume=True)
+    # the resumed run starts at the checkpoint's step 12: a run restarted from step 0 (same seed) would
+    # reach the same weights, so only the steps it trained and logged tell the two apart
+    assert task.steps == list(range(12, 40))
+    lines = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 12, 20, 30, 40]
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 

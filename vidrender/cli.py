@@ -66,7 +66,7 @@ def _register_pipelines() -> None:
     """The one place where the framework reaches into pipelines: each adds its commands to the app."""
     if _registered:
         return
-    from pipelines import registry
+    from vidrender.pipelines import registry
 
     for register in registry.command_registrars():
         register(app)

@@ -49,6 +49,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from vidrender.config import TrainConfig
 from vidrender.errors import UserError
+from vidrender.schedule import cosine
 
 CHECKPOINT_PREFIX = "step_"
 # Free space a run needs beyond its training checkpoints: the final .pt (a motion artifact holds plates
@@ -71,6 +72,11 @@ class TrainTask(Protocol):
 
     def preview(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         """(3, H, W) image grid in [0, 1] for humans to follow training."""
+        ...
+
+    def artifact(self, model: torch.nn.Module) -> dict:
+        """What inference needs without the training data (tensors and JSON-able values), from the trained
+        model: the checkpoint's `artifact`."""
         ...
 
 
@@ -409,15 +415,10 @@ def train(
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """The rate of optimizer step `step` (0-based) under `config.lr_schedule`.
-
-    A pure function of the step rather than a scheduler object: a resumed run (on any number of
-    processes) gets exactly the rates of an uninterrupted one with nothing extra to checkpoint.
-    """
+    """The rate of optimizer step `step` (0-based) under `config.lr_schedule` (`vidrender.schedule`)."""
     if config.lr_schedule == "constant":
         return config.lr
-    progress = min(step / max(config.steps - 1, 1), 1.0)
-    return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cosine(step, config.steps, config.lr, config.lr_final)
 
 
 def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:

@@ -1,4 +1,4 @@
-"""The classical baseline of DESIGN.md section 5: median plate + difference matte + tracking + cut-and-paste.
+"""The classical baseline of docs/design.md section 5: median plate + difference matte + tracking + cut-and-paste.
 
 `baseline_decompose` splits a static-camera clip into a plate (temporal median), a binary matte per
 frame (difference to the plate, thresholded and cleaned with OpenCV morphology) and one affine per frame
@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.difference_matte import difference_matte
+from vidrender.pipelines.motion.tracking import track_affines
 
-from pipelines.motion.difference_matte import difference_matte, median_plate
-from pipelines.motion.tracking import track_affines
 from vidrender import geometry
+from vidrender.compositing import over
 
 
 @dataclass
@@ -60,7 +62,7 @@ def paste(premultiplied: torch.Tensor, alpha: torch.Tensor, affines: torch.Tenso
     if layer.shape[-2:] != (height, width):
         layer = F.interpolate(layer, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     moved = geometry.warp(layer.expand(len(affines), -1, -1, -1), affines.float())
-    return (moved[:, :3] + (1 - moved[:, 3:]) * plate.float()).clamp(0, 1)
+    return over(moved, plate.float()).clamp(0, 1)
 
 
 def baseline_compose(

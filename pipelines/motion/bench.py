@@ -1,26 +1,32 @@
-"""Bench section `motion`: training and inference speed of pipeline `motion`, `compose` end to end, memory.
+"""Bench section `motion`: what the commands of pipeline `motion` cost: the training step of `train`,
+`export` and `compose` end to end, with their stages, and memory.
 
 Rates are items per wall-clock second of the fastest timed run, at the current torch thread count, on
-synthetic clips (`vidrender.synth.make_clip`); the model runs as the pipeline runs it (fp32, default
-memory format) unless a figure says otherwise.
+synthetic clips (`vidrender.synth.make_clip`); everything runs as the commands run it (fp32, default
+memory format). Checkpoints are of untrained `known`-variant models whose layers were fitted with one
+refinement step (`untrained_checkpoint`): what `export` and `compose` do with the layers does not
+depend on how well they were trained.
 
-* training: pairs/s of one optimizer step as `vidrender/train.py` takes it (`MotionTask.training_loss`,
-  backward, gradient clipping, Adam) on one batch of pairs, per variant, at 64 and 128 px. The batch is
-  the config's default (quick mode: 2 pairs). The step is a late one (all loss terms on); the label-free
-  variants get the clip's true motion as their "tracked" affines, so no OpenCV tracking is timed.
-* inference: frames/s of the character encoder plus the layered render (`model.encoder`, `model.render`)
-  of a clip under `torch.inference_mode`, in batches of about PIXELS_PER_BATCH pixels, at 64, 128 and
-  256 px.
-* Both with their FLOPs (`torch.utils.flop_counter`; convolutions and matrix products only), achieved
-  FLOP/s as a fraction of the machine's measured fp32 matrix-product peak (`machine.peak_flops`), and
-  the peak resident-memory increase of their first (FLOP-counting) run (`release_free_memory` first).
-* compose: `vidrender compose` (the command's function, in process) at 128 px from two checkpoints of
-  untrained models (speed does not depend on training) to H.264 `.mp4`: loading both checkpoints (there
-  is no video to decode; the layers are in the checkpoints), compositing and encoding; and each stage
-  timed alone. Beside it the classical baseline (`baseline.py`) decomposing and composing the same clip.
-* options: the 64 px frame-pair training step and the 64 px inference in fp32, `channels_last`, bf16
-  autocast and both, timed in turn; and how far bf16 moves the rendered frames (grey levels, 0-255).
-  The pipeline uses none of these yet; the figures say which would pay.
+* training_pairs: pairs/s of one optimizer step as `vidrender train` takes it (`vidrender/train.py`:
+  `MotionTask.training_loss`, backward, gradient clipping, Adam) on one batch of pairs, per variant, at
+  64 and 128 px. The batch is the config's default (quick mode: 2 pairs). The step is a late one (all
+  loss terms on); the label-free variants get the clip's true motion as their "tracked" affines, so no
+  OpenCV tracking is timed. With its FLOPs (`torch.utils.flop_counter`; convolutions and matrix products
+  only), the achieved FLOP/s as a fraction of the machine's measured fp32 matrix-product peak
+  (`machine.peak_flops`), and the peak resident-memory increase of its first (FLOP-counting) run
+  (`release_free_memory` first).
+* export: frames/s of `vidrender export MODEL.pt -o DIR` (the command's function, in process, its
+  printed path swallowed) end to end, each run into a fresh temporary folder deleted after it (untimed),
+  at 64, 128 and 256 px: loading the checkpoint, moving the character layer to every frame, writing
+  `character/` and `alpha/` PNGs (plus background.png and the JSON files). Beside it each stage timed
+  alone (`load_checkpoint`: `load_stack`; `move_layers`: `CharacterLayer.moved`; `write_pngs`: the same
+  PNG files as `export`), the number of PNG files one run wrote, and the peak resident-memory increase of
+  its first run.
+* compose: frames/s of `vidrender compose --character A.pt --background B.pt -o OUT.mp4 --frames N`
+  (in process, output swallowed) at 128 px to H.264 `.mp4`: loading both checkpoints (there is no video
+  to decode; the layers are in the checkpoints), compositing (`composing.compose`) and encoding
+  (`write_video`); each stage timed alone, and the peak resident-memory increase of its first run.
+* classical_baseline: the classical baseline (`baseline.py`) decomposing and composing the same clip.
 """
 
 from __future__ import annotations
@@ -28,68 +34,50 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from vidrender.pipelines.motion.config import VARIANTS, DataConfig, InferConfig, MotionConfig
+from vidrender.pipelines.motion.data import Clip
+from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.stack import LayerStack, straight
+from vidrender.pipelines.motion.task import MotionTask
 
-from pipelines.motion.config import VARIANTS, DataConfig, InferConfig, MotionConfig
-from pipelines.motion.data import Clip
-from pipelines.motion.model import MotionModel
-from pipelines.motion.task import MotionTask
 from vidrender.bench.machine import peak_flops
-from vidrender.bench.measure import achieved_fraction, model_flops, peak_memory, time_interleaved, time_it
+from vidrender.bench.measure import achieved_fraction, model_flops, peak_memory, time_it
 from vidrender.bench.registry import bench_section
 from vidrender.synth import make_clip
 
 TRAIN_SIZES = (64, 128)
-INFER_SIZES = (64, 128, 256)
+EXPORT_SIZES = (64, 128, 256)
 COMPOSE_SIZE = 128
-OPTIONS_SIZE = 64
-# name -> (channels_last, bf16 autocast)
-OPTIONS = {
-    "fp32": (False, False),
-    "channels_last": (True, False),
-    "bf16": (False, True),
-    "channels_last_bf16": (True, True),
-}
-
-
-# Inference batches: frames of this many pixels in all. Per frame, batches of 1-8 frames at 64 px ran at
-# 190-240 frames/s and 64 frames at 83; at 128 px 1-4 frames at 80-90 and 16 at 22: once a batch's
-# activations (32 channels, float32) leave the caches, every layer streams them through memory.
-PIXELS_PER_BATCH = 2**15
-
-
-def inference_batch(size: int) -> int:
-    """Frames per inference batch at `size` x `size` px: PIXELS_PER_BATCH pixels, at least one frame."""
-    return max(1, PIXELS_PER_BATCH // size**2)
 
 
 @dataclass(frozen=True)
 class Plan:
     """How much to measure. train_batch None: the config's default batch size. clip_frames: frames of
-    the clips pairs are drawn from and checkpoints are made of; infer_frames: frames encoded and rendered
-    per timed run; compose_frames: frames composed."""
+    the clips training pairs are drawn from and of the checkpoints composed; export_frames: frames of the
+    checkpoints exported; compose_frames: frames composed."""
 
     train_batch: int | None
-    infer_frames: int
     clip_frames: int
+    export_frames: int
     compose_frames: int
     repeats: int
-    warmup: int
     max_seconds: float
 
 
-FULL = Plan(train_batch=None, infer_frames=32, clip_frames=24, compose_frames=96, repeats=5, warmup=1, max_seconds=5.0)
-QUICK = Plan(train_batch=2, infer_frames=4, clip_frames=8, compose_frames=8, repeats=1, warmup=0, max_seconds=0.0)
+FULL = Plan(train_batch=None, clip_frames=24, export_frames=32, compose_frames=96, repeats=5, max_seconds=5.0)
+QUICK = Plan(train_batch=2, clip_frames=8, export_frames=4, compose_frames=8, repeats=1, max_seconds=0.0)
 
 
 @bench_section("motion")
 def motion_section(quick: bool) -> dict:
-    """Training pairs/s per variant and size, inference frames/s per size, compose, baseline, options."""
+    """Training pairs/s per variant and size, export frames/s per size, compose frames/s, the baseline."""
     plan = QUICK if quick else FULL
     peak = peak_flops(quick)
     training = {
@@ -97,24 +85,20 @@ def motion_section(quick: bool) -> dict:
                   for size in TRAIN_SIZES}
         for variant in VARIANTS
     }
-    inference = {f"{size}px": _figures(*inference_pass(size, plan.infer_frames), peak, plan,
-                                       batch=min(inference_batch(size), plan.infer_frames))
-                 for size in INFER_SIZES}
     with tempfile.TemporaryDirectory(prefix="vidrender-bench-motion-") as scratch:
+        export = {f"{size}px": export_figures(Path(scratch), size, plan) for size in EXPORT_SIZES}
         compose = compose_figures(Path(scratch), COMPOSE_SIZE, plan)
     return {
         "threads": torch.get_num_threads(),
         "training_pairs": training,
-        "inference_frames": inference,
+        "export": export,
         "compose": compose,
         "classical_baseline": baseline_figures(COMPOSE_SIZE, plan),
-        f"options_{OPTIONS_SIZE}px": options_figures(OPTIONS_SIZE, plan),
     }
 
 
-def _figures(fn: Callable[[], object], items: int, peak: float, plan: Plan, batch: int | None = None) -> dict:
-    """Rate, FLOPs and memory of `fn`, which handles `items` pairs or frames per call, `batch` at a time
-    (default: all at once).
+def _figures(fn: Callable[[], object], items: int, peak: float, plan: Plan) -> dict:
+    """Rate, FLOPs and memory of `fn`, which handles `items` pairs per call.
 
     The FLOP-counting run comes first and doubles as the warm-up (oneDNN builds its kernels on first use).
     """
@@ -123,7 +107,7 @@ def _figures(fn: Callable[[], object], items: int, peak: float, plan: Plan, batc
     timing = time_it(fn, plan.repeats, warmup=0, max_seconds=plan.max_seconds)
     return {
         "per_s": timing.rate(items),
-        "batch": batch or items,
+        "batch": items,
         "ms_per_item": timing.min / items * 1e3,
         "gflop_per_item": counted.result / items / 1e9,
         "achieved_gflops": counted.result / timing.min / 1e9,
@@ -146,20 +130,11 @@ def release_free_memory() -> None:
         pass
 
 
-def _precision(bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
-def _memory_format(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return tensor.contiguous(memory_format=torch.channels_last) if channels_last and tensor.dim() == 4 else tensor
-
-
 def training_step(variant: str, size: int, batch_size: int | None = None, clip_frames: int = 24,
-                  channels_last: bool = False, bf16: bool = False, seed: int = 0) -> tuple[Callable[[], float], int]:
+                  seed: int = 0) -> tuple[Callable[[], float], int]:
     """(step, pairs per step): `step()` runs one optimizer step of `variant` at `size` px on a fixed batch
     of pairs of a synthetic clip of `clip_frames` frames and returns the loss; the batch holds
-    `batch_size` pairs (default: the config's). channels_last / bf16: run the model in that memory
-    format / under bf16 autocast (loss and backward included)."""
+    `batch_size` pairs (default: the config's)."""
     config = MotionConfig(variant=variant, data=DataConfig(size=size))
     batch_size = batch_size or config.train.batch_size
     synth = make_clip(seed=seed, size=size, frames=clip_frames)
@@ -172,18 +147,14 @@ def training_step(variant: str, size: int, batch_size: int | None = None, clip_f
         raise ValueError(f"a {clip_frames}-frame clip has {len(dataset)} pairs, fewer than a batch of {batch_size}")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:batch_size]
     batch = torch.utils.data.default_collate([dataset[index] for index in order.tolist()])
-    batch = {key: _memory_format(value, channels_last) for key, value in batch.items()}
     torch.manual_seed(seed)
     model = task.build_model()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     late_step = config.train.steps - 1
 
     def step() -> float:
-        with _precision(bf16):
-            loss, _ = task.training_loss(model, batch, late_step)
+        loss, _ = task.training_loss(model, batch, late_step)
         optimizer.zero_grad()
         loss.backward()
         if config.train.grad_clip > 0:
@@ -194,58 +165,115 @@ def training_step(variant: str, size: int, batch_size: int | None = None, clip_f
     return step, batch_size
 
 
-def inference_pass(size: int, count: int, channels_last: bool = False, bf16: bool = False,
-                   seed: int = 0) -> tuple[Callable[[], torch.Tensor], int]:
-    """(run, frames per run): `run()` encodes `count` frames of a synthetic clip at `size` px with an
-    untrained default model's f_c and renders each moved by its true affine over the plate, in batches of
-    `inference_batch(size)` frames (`encode_and_render`); returns the rendered frames (count, 3, size,
-    size) float32."""
-    config = MotionConfig()
-    torch.manual_seed(seed)
-    model = MotionModel(config.model, config.variant, 1, size).eval()
-    synth = make_clip(seed=seed, size=size, frames=count)
-    frames = _memory_format(synth.frames.float(), channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    affines = synth.affines.float()
-    return (lambda: encode_and_render(model, frames, affines, inference_batch(size), bf16)), count
-
-
-def encode_and_render(model: MotionModel, frames: torch.Tensor, affines: torch.Tensor, batch: int,
-                      bf16: bool = False) -> torch.Tensor:
-    """f_c of frames (T, 3, S, S) at the model's size S, then the layered render of each moved by its affine
-    (T, 2, 3) over clip 0's plate, `batch` frames at a time under `torch.inference_mode` (bf16: under bf16
-    autocast). Returns the rendered frames (T, 3, S, S) float32."""
-    rendered = []
-    with torch.inference_mode(), _precision(bf16):
-        for chunk, moves in zip(frames.split(batch), affines.split(batch), strict=True):
-            features = model.encoder(chunk)
-            clips = torch.zeros(chunk.shape[0], dtype=torch.long)
-            rendered.append(model.render(chunk, features, moves, clips)["frame"].float())
-    return torch.cat(rendered)
-
-
 def untrained_checkpoint(path: Path, size: int, frames: int, seed: int) -> Path:
     """Write a motion checkpoint of an untrained `known`-variant model on a synthetic clip of `frames`
-    frames at `size` px; its layers (plate, character, affines) come from `MotionTask.artifact` with the
-    fits cut to one step. Good for timing `compose`, which only moves and composites the layers."""
-    from pipelines.motion.cli import PIPELINE
-    from vidrender.config import to_dict
-    from vidrender.io.checkpoint import save_checkpoint
-
+    frames at `size` px, as `vidrender train` writes one (`Decomposition.save`); its layer stack comes from
+    `MotionTask.decompose` with the fits cut to one step. Good for timing `export` and `compose`, which
+    only load, move, composite and write the layers."""
     config = MotionConfig(variant="known", data=DataConfig(size=min(size, 64)),
                           infer=InferConfig(refine_steps=1, rounds=1))
     synth = make_clip(seed=seed, size=size, frames=frames)
     task = MotionTask(config, [Clip(frames=synth.frames, affines=synth.affines.float(), fps=synth.fps)])
     torch.manual_seed(seed)
     model = task.build_model()
-    return save_checkpoint(path, PIPELINE, to_dict(config), model.state_dict(), task.artifact(model))
+    return Decomposition(config, model.state_dict(), task.decompose(model)).save(path)
+
+
+class FreshFolders:
+    """A new empty temporary folder for every run: `next()` (untimed, as `time_it`'s setup) deletes the
+    previous one and makes another under `parent` (default: the system's temporary folder); `close()`
+    (or leaving the `with` block) deletes the last. `current` is the folder of the run."""
+
+    def __init__(self, parent: Path | None = None):
+        self.parent = parent
+        self.current: Path | None = None
+
+    def next(self) -> Path:
+        self.close()
+        if self.parent is not None:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        self.current = Path(tempfile.mkdtemp(prefix="vidrender-bench-", dir=self.parent))
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            shutil.rmtree(self.current, ignore_errors=True)
+            self.current = None
+
+    def __enter__(self) -> FreshFolders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def export_command(checkpoint: Path, folders: FreshFolders) -> Callable[[], Path]:
+    """`vidrender export CHECKPOINT -o DIR/layers` in process (its printed path swallowed), DIR being
+    `folders.current` (one is made if there is none); returns the export folder."""
+    from vidrender.pipelines.motion import cli
+
+    def run() -> Path:
+        output = (folders.current or folders.next()) / "layers"
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli.export(checkpoint=checkpoint, output=output)
+        return output
+
+    return run
+
+
+def write_pngs(folder: Path, stack: LayerStack, moved: list[torch.Tensor]) -> None:
+    """The PNG files `LayerStack.export` writes into `folder`, from layers already moved (one (T, 4, H, W)
+    premultiplied tensor per character): background.png, and per frame the straight RGBA and the alpha."""
+    from vidrender.io.images import write_image
+
+    write_image(folder / "background.png", stack.background.plate)
+    for number, frames in enumerate(moved, start=1):
+        suffix = "" if number == 1 else f"_{number}"
+        (folder / f"character{suffix}").mkdir()
+        (folder / f"alpha{suffix}").mkdir()
+        for index, premultiplied in enumerate(frames):
+            layer = straight(premultiplied)
+            write_image(folder / f"character{suffix}" / f"{index:05d}.png", layer)
+            write_image(folder / f"alpha{suffix}" / f"{index:05d}.png", layer[3:])
+
+
+def export_figures(scratch: Path, size: int, plan: Plan) -> dict:
+    """Export frames/s end to end at `size` px, the milliseconds of its three stages, the PNG files one run
+    wrote and its peak memory."""
+    from vidrender.pipelines.motion.decomposition import load_stack
+
+    checkpoint = untrained_checkpoint(scratch / f"export-{size}.pt", size, plan.export_frames, seed=1)
+    count = plan.export_frames
+    with FreshFolders(scratch) as folders:
+        end_to_end = export_command(checkpoint, folders)
+        folders.next()
+        release_free_memory()
+        memory = peak_memory(end_to_end)  # the first run, also the warm-up
+        pngs = sum(1 for _ in memory.result.rglob("*.png"))
+        whole = time_it(end_to_end, plan.repeats, warmup=0, max_seconds=plan.max_seconds, setup=folders.next)
+        stack = load_stack(checkpoint)
+        moved = [character.moved() for character in stack.characters]
+        stages = {
+            "load_checkpoint": (lambda: load_stack(checkpoint), None),
+            "move_layers": (lambda: [character.moved() for character in stack.characters], None),
+            "write_pngs": (lambda: write_pngs(folders.current, stack, moved), folders.next),
+        }
+        timings = {name: time_it(fn, plan.repeats, warmup=0, max_seconds=plan.max_seconds, setup=setup)
+                   for name, (fn, setup) in stages.items()}
+    return {
+        "fps": whole.rate(count),
+        "frames": count,
+        "size_px": size,
+        "png_files": pngs,
+        "stages_ms": {name: timing.min * 1e3 for name, timing in timings.items()},
+        "peak_rss_increase_mib": memory.increase_mib,
+    }
 
 
 def compose_command(character: Path, background: Path, output: Path, frames: int) -> Callable[[], None]:
     """`vidrender compose --character C --background B -o OUT --frames N` in process (its printed path
     swallowed)."""
-    from pipelines.motion import cli
+    from vidrender.pipelines.motion import cli
 
     def run() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -256,10 +284,9 @@ def compose_command(character: Path, background: Path, output: Path, frames: int
 
 def compose_figures(scratch: Path, size: int, plan: Plan) -> dict:
     """Compose frames/s end to end at `size` px to .mp4, and the milliseconds of its three stages."""
-    from pipelines.motion import compose as composing
-    from pipelines.motion.cli import PIPELINE
-    from pipelines.motion.layers import clip_entry
-    from vidrender.io.checkpoint import load_checkpoint
+    from vidrender.pipelines.motion.composing import compose
+    from vidrender.pipelines.motion.decomposition import load_stack
+
     from vidrender.io.video_write import write_video
 
     character = untrained_checkpoint(scratch / "character.pt", size, plan.clip_frames, seed=1)
@@ -268,22 +295,20 @@ def compose_figures(scratch: Path, size: int, plan: Plan) -> dict:
     count = plan.compose_frames
     end_to_end = compose_command(character, background, output, count)
     release_free_memory()
-    memory = peak_memory(end_to_end)
+    memory = peak_memory(end_to_end)  # the first run, also the warm-up
+    whole = time_it(end_to_end, plan.repeats, warmup=0, max_seconds=plan.max_seconds)
 
-    def load() -> tuple[dict, dict]:
-        return tuple(clip_entry(load_checkpoint(path, PIPELINE), 0, str(path)) for path in (character, background))
+    def load() -> tuple:
+        return load_stack(character), load_stack(background)
 
-    char_entry, back_entry = load()
-    path, fps = composing.motion_path("source", char_entry, back_entry)
-    affines = composing.retime(path, fps, fps, count, 1.0)
-    video = composing.compose_frames(char_entry, back_entry, affines)
+    stacks = load()
+    video = compose(*stacks, frames=count)
     stages = {
         "load_checkpoints": load,
-        "composite": lambda: composing.compose_frames(char_entry, back_entry, affines),
-        "encode_mp4": lambda: write_video(output, video, fps),
+        "composite": lambda: compose(*stacks, frames=count),
+        "encode_mp4": lambda: write_video(output, video.frames, video.fps),
     }
     timings = {name: time_it(fn, plan.repeats, warmup=0, max_seconds=plan.max_seconds) for name, fn in stages.items()}
-    whole = time_it(end_to_end, plan.repeats, warmup=0, max_seconds=plan.max_seconds)
     return {
         "fps": whole.rate(count),
         "frames": count,
@@ -299,7 +324,7 @@ def baseline_figures(size: int, plan: Plan) -> dict:
     """The classical baseline (`baseline.baseline_compose`: median plates, difference matte, OpenCV
     tracking, cut-and-paste) on two synthetic clips of `plan.clip_frames` frames at `size` px, in frames/s
     of the output (encoding not included)."""
-    from pipelines.motion.baseline import baseline_compose
+    from vidrender.pipelines.motion.baseline import baseline_compose
 
     character = make_clip(seed=1, size=size, frames=plan.clip_frames).frames
     background = make_clip(seed=2, size=size, frames=plan.clip_frames).frames
@@ -307,23 +332,3 @@ def baseline_figures(size: int, plan: Plan) -> dict:
                      max_seconds=plan.max_seconds)
     return {"fps": timing.rate(plan.clip_frames), "frames": plan.clip_frames, "size_px": size,
             "seconds": timing.min}
-
-
-def options_figures(size: int, plan: Plan) -> dict:
-    """Frame-pair training pairs/s and inference frames/s at `size` px for every entry of OPTIONS (timed in
-    turn), and the mean and largest change bf16 autocast makes to the rendered frames, in grey levels."""
-    steps = {name: training_step("frame-pair", size, plan.train_batch, plan.clip_frames, *flags)
-             for name, flags in OPTIONS.items()}
-    passes = {name: inference_pass(size, plan.infer_frames, *flags) for name, flags in OPTIONS.items()}
-    training = time_interleaved({name: fn for name, (fn, _) in steps.items()}, plan.repeats, plan.warmup,
-                                plan.max_seconds)
-    inference = time_interleaved({name: fn for name, (fn, _) in passes.items()}, plan.repeats, plan.warmup,
-                                 plan.max_seconds)
-    pairs, frames = next(iter(steps.values()))[1], next(iter(passes.values()))[1]
-    change = (passes["bf16"][0]() - passes["fp32"][0]()).abs() * 255
-    return {
-        "training_pairs_per_s": {name: timing.rate(pairs) for name, timing in training.items()},
-        "inference_frames_per_s": {name: timing.rate(frames) for name, timing in inference.items()},
-        "bf16_render_change_mean": change.mean().item(),
-        "bf16_render_change_max": change.max().item(),
-    }

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vidrender.pipelines.motion.predictors import VARIANTS
+
 from vidrender.config import TrainConfig
 from vidrender.errors import UserError
-
-VARIANTS = ("known", "frame-pair", "feature-pair")
 
 
 @dataclass
@@ -51,7 +51,6 @@ class DataConfig:
 
     size: int = 64  # training resolution: frames are resized to size x size (affines are normalized)
     max_gap: int = 8  # K: training pairs (t, t+k) and (t+k, t) for k in 1..K
-    curriculum_steps: int = 0  # the largest gap grows linearly from 1 to max_gap over these steps (0: off)
     warm_start_steps: int = 300  # label-free: rendering hands over from tracked to predicted affines
 
 
@@ -101,9 +100,8 @@ def validate(config: MotionConfig) -> MotionConfig:
         raise UserError(f"data.size: must be a multiple of 8 and at least 16, got {config.data.size}")
     if config.data.max_gap < 1:
         raise UserError(f"data.max_gap: must be at least 1, got {config.data.max_gap}")
-    for name in ("curriculum_steps", "warm_start_steps"):
-        if getattr(config.data, name) < 0:
-            raise UserError(f"data.{name}: must be >= 0, got {getattr(config.data, name)}")
+    if config.data.warm_start_steps < 0:
+        raise UserError(f"data.warm_start_steps: must be >= 0, got {config.data.warm_start_steps}")
     if config.model.feature_channels % config.model.feature_groups:
         raise UserError(
             f"model.feature_groups: {config.model.feature_groups} does not divide "

@@ -46,11 +46,6 @@ def resize_frames_to(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def median_plate(frames: torch.Tensor) -> torch.Tensor:
-    """Per-pixel temporal median of frames (T, 3, H, W) -> (3, H, W): a first guess of the background."""
-    return frames.median(dim=0).values
-
-
 def relative_affine(affines: torch.Tensor, source: int, target: int) -> torch.Tensor:
     """From per-frame affines (T, 2, 3) (frame 0 -> frame t), the affine frame `source` -> frame `target`."""
     return compose(affines[target], invert(affines[source]))
@@ -75,7 +70,7 @@ class PairDataset(Dataset):
     frames: list of (T_c, 3, S, S) tensors; affines / tracked: per clip, (T_c, 2, 3) or None.
     Items (default-collatable): `source`, `target` (3, S, S) in [0, 1]; `clip`, `source_index`,
     `target_index`, `gap` (= t - s, nonzero) as int64 scalars; `affine` (2, 3) the known s -> t
-    affine (identity if unknown) with `has_affine` (bool); `tracked` (2, 3) the tracked s -> t affine
+    affine (identity if unknown); `tracked` (2, 3) the tracked s -> t affine
     (identity if none).
     """
 
@@ -117,6 +112,5 @@ class PairDataset(Dataset):
             "target_index": torch.tensor(target),
             "gap": torch.tensor(target - source),
             "affine": self._affine(self.affines[clip], source, target),
-            "has_affine": torch.tensor(self.affines[clip] is not None),
             "tracked": self._affine(self.tracked[clip], source, target),
         }

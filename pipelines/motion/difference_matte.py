@@ -18,11 +18,6 @@ MIN_THRESHOLD = 0.08
 NOISE_MULTIPLE = 4.0
 
 
-def median_plate(frames: torch.Tensor) -> torch.Tensor:
-    """Temporal median of frames (T, 3, H, W) float in [0, 1] -> plate (3, H, W), float32."""
-    return torch.from_numpy(np.median(frames.float().numpy(), axis=0).astype(np.float32))
-
-
 def difference_threshold(differences: np.ndarray) -> float:
     """Threshold for signed per-channel differences to the plate (any shape, mostly background pixels):
     the larger of MIN_THRESHOLD and NOISE_MULTIPLE x the noise level, estimated robustly as

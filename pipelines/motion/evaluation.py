@@ -1,6 +1,6 @@
-"""`vidrender eval`: a motion checkpoint (or the classical baseline) scored against synthetic truth.
+"""`vidrender eval`: a clip's layer stack (or the classical baseline) scored against synthetic truth.
 
-Metrics (DESIGN.md section 5), all at the truth clip's resolution:
+Metrics (docs/design.md section 5), all at the truth clip's resolution:
   background_psnr   plate vs the true plate (dB, capped at 100: an exact plate has infinite PSNR)
   matte_iou         mean IoU of mattes > 0.5 vs the true alpha, over frames
   affine_error_px   mean corner displacement (pixels) of the per-frame affines, over frames where the
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.motion.layers import character_frames, clip_entry, over
+from vidrender.pipelines.motion.stack import LayerStack
+
 from vidrender import metrics
 from vidrender.errors import UserError
-from vidrender.io.checkpoint import load_checkpoint
 from vidrender.synth import read_truth
 
 PSNR_CAP = 100.0
@@ -42,17 +42,16 @@ def score_layers(truth, plate, mattes, affines, render) -> dict[str, float]:
     }
 
 
-def evaluate_checkpoint(checkpoint: Path, truth_dir: Path, clip: int = 0, baseline: str | None = None) -> dict:
-    """Scores of clip `clip` of a checkpoint against a truth folder, plus the baseline's if asked."""
+def evaluate(stack: LayerStack, truth_dir: Path, baseline: str | None = None) -> dict:
+    """Scores of a clip's layer stack against its truth folder, plus the classical baseline's if asked."""
     if baseline not in (None, "classical"):
         raise UserError(f"--baseline: unknown baseline {baseline!r}; the one available is 'classical'")
     truth = read_truth(truth_dir)
-    entry = clip_entry(load_checkpoint(checkpoint, "motion"), clip, str(checkpoint))
-    layers = character_frames(entry)
-    render = over(layers, entry["plate"])
-    result = {"model": score_layers(truth, entry["plate"], layers[:, 3:], entry["affines"], render)}
+    character = stack.characters[0]
+    mattes = character.moved()[:, 3:]
+    result = {"model": score_layers(truth, stack.background.plate, mattes, character.affines, stack.render())}
     if baseline == "classical":
-        from pipelines.motion.baseline import baseline_decompose, character_layer, paste
+        from vidrender.pipelines.motion.baseline import baseline_decompose, character_layer, paste
 
         decomposed = baseline_decompose(truth.frames, truth.reference)
         premultiplied, alpha = character_layer(truth.frames, decomposed)

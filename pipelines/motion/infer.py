@@ -5,33 +5,34 @@ For clip c with frames x_0..x_{T-1} (any size H x W) and reference frame r:
 1. affines A_t (reference -> frame t, normalized): the known ones, or, going outwards from the
    reference, the predictor's step from the neighbouring frame (or OpenCV's track of frame t, when it
    renders frame t better: a character that left the frame is found again), then aligned to the
-   reference frame by rendering the model's reference layer (`track_affines`: no drift along the clip);
+   reference frame by rendering the model's reference layer (`align_affines`: no drift along the clip);
 2. reference character layer: RGB = x_r, alpha = g_c(f_c(x_r)) evaluated on the features upsampled to
    H x W (g_c is per-pixel, so this is the model's own matte, T_A commuting with it);
 3. refinement by analysis-by-synthesis with the layered renderer, `render_layers`, at H x W: first
    the learned affines (known ones are kept as given), then the character's alpha, are fitted to all
-   frames (robust L1 of alpha_t * char_t + (1 - alpha_t) * plate against x_t);
+   frames (robust L1 of the layered render against x_t);
 4. plate: per-pixel temporal median of the frames where the character is not (warped alpha below
-   PLATE_ALPHA, with a safety band), inpainted where the character never uncovers the background.
-   Building the plate from the clip's own pixels is what keeps it sharp at native resolution.
+   PLATE_ALPHA, with a safety band; `background.masked_median_plate`), inpainted where the character
+   never uncovers the background. Building the plate from the clip's own pixels is what keeps it sharp
+   at native resolution.
 
-Per-frame mattes are the reference alpha moved by A_t. Everything is float32, values in [0, 1].
+The result is the clip's `LayerStack` (`stack.py`). Everything is float32, values in [0, 1].
 """
 
 from __future__ import annotations
 
-import math
-
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
+from vidrender.pipelines.motion.background import masked_median_plate
+from vidrender.pipelines.motion.config import InferConfig
+from vidrender.pipelines.motion.data import Clip, relative_affine, resize_frames, resize_frames_to
+from vidrender.pipelines.motion.model import MotionModel
+from vidrender.pipelines.motion.stack import LayerStack, single_layer_stack
 
-from pipelines.motion.config import InferConfig
-from pipelines.motion.data import Clip, relative_affine, resize_frames, resize_frames_to
-from pipelines.motion.model import MotionModel
+from vidrender.compositing import over
 from vidrender.errors import UserError
 from vidrender.geometry import compose, identity, invert, warp
+from vidrender.schedule import cosine
 
 # Frames are warped in chunks of this many to bound memory on long clips.
 CHUNK = 32
@@ -61,7 +62,7 @@ def matte_logits(model: MotionModel, features: torch.Tensor, size: tuple[int, in
         return model.matte.layers(upsampled)
 
 
-def track_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
+def align_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
                   plate: torch.Tensor, reference: int, steps: int, lr: float,
                   guides: torch.Tensor | None = None) -> torch.Tensor:
     """Affines reference -> t (T, 2, 3) from the model's predictor, each frame then aligned to the reference.
@@ -123,7 +124,7 @@ def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tens
     delta = torch.zeros_like(affines, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=lr)
     for step in range(steps):
-        optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         rendered, _ = render_layers(character, alpha, affines + delta, plate)
         residual = rendered - frames
         if smooth:
@@ -155,43 +156,13 @@ def covered_masks(alpha: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     return torch.cat(masks)
 
 
-def masked_median_plate(frames: torch.Tensor, covered: torch.Tensor, fallback: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temporal median of frames (T, 3, H, W) over the frames where `covered` (T, 1, H, W) bool is False.
-
-    Pixels that no frame shows uncovered (the character never leaves them) are inpainted from the seen
-    plate around them (OpenCV Telea), or taken from `fallback` (3, H, W) if no pixel at all was seen.
-    Returns (plate (3, H, W), seen (1, H, W) bool). Rows are done in bands to bound memory.
-    """
-    plate = torch.empty_like(fallback)
-    band = max(1, (1 << 24) // max(1, frames.shape[0] * 3 * frames.shape[-1]))
-    for top in range(0, frames.shape[-2], band):
-        rows = slice(top, top + band)
-        values = frames[:, :, rows].float().masked_fill(covered[:, :, rows].expand(-1, 3, -1, -1), float("nan"))
-        plate[:, rows] = values.nanmedian(dim=0).values
-    seen = ~torch.isnan(plate[:1])
-    if not seen.any():
-        return fallback.clone(), seen
-    if not seen.all():
-        plate = inpaint(torch.nan_to_num(plate), ~seen)
-    return plate, seen
-
-
-def inpaint(image: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-    """Fill `holes` (1, H, W) bool of an RGB image (3, H, W) in [0, 1] from around them (cv2.INPAINT_TELEA)."""
-    pixels = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    filled = cv2.inpaint(pixels, holes[0].numpy().astype(np.uint8), 3, cv2.INPAINT_TELEA)
-    filled = torch.from_numpy(filled).permute(2, 0, 1).float() / 255
-    return torch.where(holes, filled, image)
-
-
 def render_layers(character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
                   plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layered render: the reference character RGB (3, H, W) and alpha (1, H, W), moved by affines (T, 2, 3),
     over plate (3, H, W). Returns (frames (T, 3, H, W), mattes (T, 1, H, W))."""
     layer = torch.cat([character * alpha, alpha])[None].expand(affines.shape[0], -1, -1, -1)
     moved = warp(layer, affines.to(layer.dtype))
-    return moved[:, :3] + (1 - moved[:, 3:]) * plate, moved[:, 3:]
+    return over(moved, plate), moved[:, 3:]
 
 
 def foreground_colour(frame: torch.Tensor, alpha: torch.Tensor, plate: torch.Tensor, seen: torch.Tensor
@@ -223,7 +194,7 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
     logits = logits.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
     for step in range(steps):
-        optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         alpha = torch.sigmoid(logits)
         rendered, _ = render_layers(foreground_colour(frame, alpha, plate, seen), alpha, affines, plate)
         loss = robust_l1(rendered - frames)
@@ -256,7 +227,7 @@ def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: 
     else:
         coarse_logits = matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0]
         guides = None if tracked is None else from_reference(tracked, reference)
-        affines = track_affines(model, small, features, coarse_logits, coarse_plate, reference,
+        affines = align_affines(model, small, features, coarse_logits, coarse_plate, reference,
                                 config.track_steps, config.track_lr, guides)
     logits = matte_logits(model, features[reference : reference + 1], size)[0]
     fallback = F.interpolate(coarse_plate[None], size=size, mode="bilinear", align_corners=False)[0]
@@ -279,17 +250,18 @@ def from_reference(affines: torch.Tensor, reference: int) -> torch.Tensor:
     return relative_affine(affines.float(), reference, slice(None))
 
 
-def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-              known: torch.Tensor | None = None, tracked: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Layers of one clip: frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
+def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
+              known: torch.Tensor | None = None, tracked: torch.Tensor | None = None) -> LayerStack:
+    """The layer stack of one clip: its frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
 
     The fits run on the frames shrunk to a longest side of `config.max_size` (if larger); plate, colour
-    and mattes are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
+    and matte are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
     -> t, used as given (variant `known`); tracked: (T, 2, 3) OpenCV's affines frame 0 -> t, which help
-    the label-free variants find a character again after it left the frame. Returns a dict: `plate`
-    (3, H, W); `character` (3, H, W) and `alpha` (1, H, W), the character layer at the reference pose
-    (straight RGB); `affines` (T, 2, 3) reference -> t; `mattes` (T, 1, H, W) uint8 (alpha * 255).
+    the label-free variants find a character again after it left the frame. The stack holds the plate
+    (3, H, W), one character layer (straight RGBA (4, H, W) at the reference pose, affines (T, 2, 3)
+    reference -> t) and the clip's name, fps and native size.
     """
+    frames = clip.frames
     count, height, width = frames.shape[0], frames.shape[-2], frames.shape[-1]
     if not 0 <= config.reference < count:
         raise UserError(f"infer.reference: frame {config.reference} is outside the clip's {count} frames")
@@ -305,30 +277,5 @@ def decompose(model: MotionModel, frames: torch.Tensor, clip_index: int, config:
                                  align_corners=False)[0]
     plate, seen = masked_median_plate(frames, covered_masks(alpha, affines), fallback)
     character = foreground_colour(frames[config.reference].float(), alpha, plate, seen)
-    mattes = torch.cat([(warp(alpha[None].expand(chunk.shape[0], -1, -1, -1), chunk) * 255).round().to(torch.uint8)
-                        for chunk in affines.split(CHUNK)])
-    return {"plate": plate, "character": character, "alpha": alpha, "affines": affines, "mattes": mattes}
-
-
-def clip_artifact(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
-                  known: torch.Tensor | None, tracked: torch.Tensor | None = None) -> dict:
-    """The checkpoint entry of one clip: its layers (`decompose`, with `known` or `tracked` affines) plus
-    name, fps, native size, reference.
-
-    Mattes are stored as uint8 (T, 1, H, W); they are the reference alpha moved by the affines.
-    """
-    layers = decompose(model, clip.frames, clip_index, config, known, tracked)
-    height, width = clip.frames.shape[-2:]
-    return {
-        "name": clip.name,
-        "fps": float(clip.fps),
-        "native_size": list(clip.native_size or (width, height)),
-        "size": [width, height],
-        "reference": config.reference,
-        "plate": layers["plate"],
-        "character": torch.cat([layers["character"], layers["alpha"]]),
-        "affines": layers["affines"],
-        "affine_convention": "normalized coordinates, align_corners=False; maps reference-frame points "
-        "to frame-t points (vidrender/geometry.py)",
-        "mattes": layers["mattes"],
-    }
+    return single_layer_stack(plate, torch.cat([character, alpha]), affines, config.reference, float(clip.fps),
+                              clip.native_size or (width, height), clip.name)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from vidrender.pipelines.motion.data import Clip
 
-from pipelines.motion.data import Clip
 from vidrender.errors import UserError
 from vidrender.io.trajectory import read_trajectory
 from vidrender.io.video import read_video
@@ -65,8 +64,9 @@ def affine_sources(clips: list[Path], affines: list[str]) -> list[str | None]:
     return list(affines)
 
 
-def load_clip(path: Path, variant: str, affines: str | None, max_frames: int | None = None) -> Clip:
-    """Read one CLIP at native resolution, with known affines for the `known` variant (see module doc)."""
+def load_clip(path: Path, needs_affines: bool, affines: str | None = None, max_frames: int | None = None) -> Clip:
+    """Read one CLIP at native resolution, with its known affines if `needs_affines` (the predictor of the
+    `known` variant; see module doc)."""
     path = Path(path)
     if not path.exists() and not any(ch in str(path) for ch in "*%"):
         raise UserError(f"{path}: no such file or folder")
@@ -76,7 +76,7 @@ def load_clip(path: Path, variant: str, affines: str | None, max_frames: int | N
     if frames.shape[0] < 2:
         raise UserError(f"{path}: has {frames.shape[0]} frame; learning motion needs at least 2")
     clip = Clip(frames=frames, fps=info.fps, native_size=(info.width, info.height), name=str(path))
-    if variant != "known":
+    if not needs_affines:
         return clip
     source = affines or ("truth" if is_truth_folder(path) else "track")
     if source == "truth":
@@ -84,7 +84,7 @@ def load_clip(path: Path, variant: str, affines: str | None, max_frames: int | N
             raise UserError(f"{path}: --affines truth needs a truth folder (vidrender samples), this is not one")
         source = str(path / "affine.json")
     if source == "track":
-        from pipelines.motion.tracking import track_affines
+        from vidrender.pipelines.motion.tracking import track_affines
 
         clip.affines = track_affines(frames).float()
     else:
@@ -95,16 +95,10 @@ def load_clip(path: Path, variant: str, affines: str | None, max_frames: int | N
     return clip
 
 
-def load_clips(
-    paths: list[Path], variant: str, affines: list[str], max_frames: int | None = None
-) -> list[Clip]:
+def load_clips(paths: list[Path], needs_affines: bool, affines: list[str] = (), max_frames: int | None = None
+               ) -> list[Clip]:
     """Every CLIP argument as a `Clip` (see `load_clip`)."""
-    sources = affine_sources(paths, affines)
-    return [load_clip(path, variant, source, max_frames) for path, source in zip(paths, sources, strict=True)]
+    sources = affine_sources(paths, list(affines))
+    return [load_clip(Path(path), needs_affines, source, max_frames)
+            for path, source in zip(paths, sources, strict=True)]
 
-
-def tracked_affines(clip: Clip) -> torch.Tensor:
-    """OpenCV-tracked affines (T, 2, 3) of a clip, normalized, from frame 0: labels need not exist."""
-    from pipelines.motion.tracking import track_affines
-
-    return track_affines(clip.frames).float()

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import kornia
 import torch
+from vidrender.pipelines.motion.config import LossConfig
 
-from pipelines.motion.config import LossConfig
 from vidrender.geometry import warp
 
 

@@ -1,14 +1,14 @@
-"""The layered equivariant model of pipeline `motion` (DESIGN.md section 1), whole in one file.
+"""The layered equivariant model of pipeline `motion` (docs/design.md section 1), whole in one file.
 
     z_c   = (x_t, f_c(x_t))                 character code: appearance (the frame's pixels) and shape
                                             features (B, C, S, S), group-normalised
     A     = h(...)                          affine x_t -> x_{t+k}: known / frame-pair / feature-pair
     T_A z_c                                 spatial-transformer warp of every channel alike
     rgb_c = T_A x_t,  alpha = g_c(T_A f_c(x_t), seen)       character layer (RGB + alpha) at S x S
-    bg    = plate[clip]                     background branch: one learned plate per clip
-    x^    = alpha * rgb_c + (1 - alpha) * bg
+    bg    = plate[clip]                     background branch: one learned plate per clip (background.py)
+    x^    = over((alpha * rgb_c, alpha), bg) the one compositing function (vidrender/compositing.py)
 
-Choices that design out the failure modes measured in DESIGN.md:
+Choices that design out the known failure modes (docs/design.md section 1):
 
 * The background is a learned per-clip plate (initialised to the clip's temporal median), i.e. the
   background encoder f_b maps every frame of clip c to the same code. It *cannot* vary per frame, so it
@@ -34,9 +34,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from vidrender.pipelines.motion.background import ClipPlates
+from vidrender.pipelines.motion.config import ModelConfig
+from vidrender.pipelines.motion.predictors import build_predictor
 
-from pipelines.motion.config import ModelConfig
-from pipelines.motion.predictors import build_predictor
+from vidrender.compositing import over
 from vidrender.geometry import warp
 
 
@@ -98,29 +100,11 @@ class MatteDecoder(nn.Module):
         return torch.sigmoid(self.layers(features)) * seen
 
 
-class ClipPlates(nn.Module):
-    """Background branch: one RGB plate per clip, (num_clips, 3, S, S); f_b(x) = plate[clip of x]."""
-
-    def __init__(self, num_clips: int, size: int):
-        super().__init__()
-        self.plates = nn.Parameter(torch.full((num_clips, 3, size, size), 0.5))
-
-    @torch.no_grad()
-    def initialise(self, clip: int, plate: torch.Tensor) -> None:
-        """Set clip's plate to `plate` (3, S, S) in [0, 1], e.g. the temporal median of its frames."""
-        self.plates[clip].copy_(plate)
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        """clip indices (B,) long -> plates (B, 3, S, S) clamped to [0, 1]."""
-        return self.plates[clip].clamp(0, 1)
-
-
 class MotionModel(nn.Module):
     """Every trainable part of pipeline `motion`: f_c, g_c, the per-clip plates and the affine predictor."""
 
     def __init__(self, config: ModelConfig, variant: str, num_clips: int, size: int):
         super().__init__()
-        self.variant = variant
         self.size = size
         self.encoder = CharacterEncoder(config)
         self.matte = MatteDecoder(config)
@@ -151,7 +135,7 @@ class MotionModel(nn.Module):
         alpha = self.matte(warped, seen)
         character = warp(frames, affine)
         background = self.plates(clip)
-        frame = alpha * character + (1 - alpha) * background
+        frame = over(torch.cat([alpha * character, alpha], dim=1), background)
         return {
             "frame": frame,
             "character": character,
@@ -194,7 +178,7 @@ class MotionModel(nn.Module):
         source_matte, target_matte = own_mattes.chunk(2, dim=0)
         out.update(predicted=predicted, source_features=source_features, target_features=target_features,
                    source_matte=source_matte, target_matte=target_matte)
-        if self.variant != "known":
+        if self.predictor.learned:
             out["aligned"] = self.align(source, source_matte, predicted, out["background"])
         return out
 
@@ -219,5 +203,4 @@ class MotionModel(nn.Module):
         learned predictor learns the motion without labels, while the layers stay out of its way.
         """
         alpha = source_matte.detach()
-        moved = warp(torch.cat([source * alpha, alpha], dim=1), affine)
-        return moved[:, :3] + (1 - moved[:, 3:]) * background.detach()
+        return over(warp(torch.cat([source * alpha, alpha], dim=1), affine), background.detach())

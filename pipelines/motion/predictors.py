@@ -1,8 +1,14 @@
 """The three sources of the character's affine `A` for a training pair (x_t -> x_{t+k}).
 
-* `KnownAffine`: `A` is given (ground truth, a trajectory file, or OpenCV tracking), no parameters.
-* `FramePairPredictor`: `A = h(x_t, x_{t+k})`, a small CNN on the two frames.
-* `FeaturePairPredictor`: `A = h(f_c(x_t), f_c(x_{t+k}))`, a small CNN on the two character feature maps.
+* `KnownAffine` (variant `known`): `A` is given (ground truth, a trajectory file, or OpenCV tracking).
+* `FramePairPredictor` (`frame-pair`): `A = h(x_t, x_{t+k})`, a small CNN on the two frames.
+* `FeaturePairPredictor` (`feature-pair`): `A = h(f_c(x_t), f_c(x_{t+k}))`, a small CNN on the two
+  character feature maps.
+
+Each class owns what its variant means for the rest of the pipeline, so nothing else tests the variant's
+name: `needs_affines` (every clip must come with its affines) and `learned` (the predictor has weights:
+it learns by image alignment from its own render, guided by OpenCV tracks during a warm start).
+`PREDICTORS` maps each variant name to its class; `build_predictor` makes one.
 
 All return normalized affines (B, 2, 3) mapping points of x_t to where they are in x_{t+k} (the
 convention of `vidrender.geometry`). The learned ones output `A = [expm(G) | t]` from a last layer that
@@ -57,6 +63,13 @@ class AffineRegressor(nn.Module):
 class KnownAffine(nn.Module):
     """Passes the given affine through; `known` must be provided (B, 2, 3)."""
 
+    name = "known"
+    needs_affines = True
+    learned = False
+
+    def __init__(self, feature_channels: int, width: int):
+        super().__init__()
+
     def forward(self, source, target, z_source, z_target, known: torch.Tensor | None) -> torch.Tensor:
         if known is None:
             raise ValueError("variant 'known' needs the pair's affine (batch key 'affine')")
@@ -66,7 +79,11 @@ class KnownAffine(nn.Module):
 class FramePairPredictor(nn.Module):
     """h(x_t, x_{t+k}) on frames (B, 3, S, S) in [0, 1]; sees both frames and their difference."""
 
-    def __init__(self, width: int):
+    name = "frame-pair"
+    needs_affines = False
+    learned = True
+
+    def __init__(self, feature_channels: int, width: int):
         super().__init__()
         self.regressor = AffineRegressor(9, width, downsamplings=4)
 
@@ -75,7 +92,11 @@ class FramePairPredictor(nn.Module):
 
 
 class FeaturePairPredictor(nn.Module):
-    """h(f_c(x_t), f_c(x_{t+k})) on character feature maps (B, C, S/2, S/2)."""
+    """h(f_c(x_t), f_c(x_{t+k})) on character feature maps (B, C, S, S)."""
+
+    name = "feature-pair"
+    needs_affines = False
+    learned = True
 
     def __init__(self, feature_channels: int, width: int):
         super().__init__()
@@ -87,12 +108,14 @@ class FeaturePairPredictor(nn.Module):
         return self.regressor(torch.cat([z_source, z_target], dim=1).detach())
 
 
+PREDICTORS: dict[str, type[nn.Module]] = {
+    predictor.name: predictor for predictor in (KnownAffine, FramePairPredictor, FeaturePairPredictor)
+}
+VARIANTS = tuple(PREDICTORS)
+
+
 def build_predictor(variant: str, feature_channels: int, width: int) -> nn.Module:
-    """The affine source for `variant` in {"known", "frame-pair", "feature-pair"}."""
-    if variant == "known":
-        return KnownAffine()
-    if variant == "frame-pair":
-        return FramePairPredictor(width)
-    if variant == "feature-pair":
-        return FeaturePairPredictor(feature_channels, width)
-    raise ValueError(f"unknown affine variant {variant!r}")
+    """The affine source of `variant` (a key of `PREDICTORS`) for features of `feature_channels`."""
+    if variant not in PREDICTORS:
+        raise ValueError(f"unknown affine variant {variant!r}")
+    return PREDICTORS[variant](feature_channels, width)

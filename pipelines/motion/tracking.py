@@ -33,8 +33,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.difference_matte import clean_mask, difference_matte, difference_threshold
 
-from pipelines.motion.difference_matte import clean_mask, difference_matte, difference_threshold, median_plate
 from vidrender import geometry
 from vidrender.errors import UserError
 

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.infer import render
+from vidrender.pipelines.scene3d.model import SceneRenderer, count_parameters
+from vidrender.pipelines.scene3d.step import training_step
 
-from pipelines.scene3d.config import Scene3dConfig
-from pipelines.scene3d.infer import render
-from pipelines.scene3d.model import SceneRenderer, count_parameters
-from pipelines.scene3d.step import training_step
 from vidrender.bench.measure import MIB, peak_memory, time_it
 from vidrender.bench.registry import bench_section
 from vidrender.config import load_config

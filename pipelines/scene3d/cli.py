@@ -26,7 +26,7 @@ def dataset(
     force: Annotated[bool, typer.Option("--force", help="Replace existing split folders.")] = False,
 ) -> None:
     """Render a data set of a procedural object, in the reference format (no Blender needed)."""
-    from pipelines.scene3d.dataset_writer import write_dataset
+    from vidrender.pipelines.scene3d.dataset_writer import write_dataset
 
     folders = write_dataset(
         root, object=object, views=views, timesteps=timesteps, size=size, scenes=scenes, seed=seed, overwrite=force
@@ -46,9 +46,8 @@ def latent(
 ) -> None:
     """Show the scene tensor inferred from one image as colour: one tile per depth slice, frames over time."""
     import torch
-
-    from pipelines.scene3d.commands import load_model, load_source
-    from pipelines.scene3d.latent import write_latent
+    from vidrender.pipelines.scene3d.commands import load_model, load_source
+    from vidrender.pipelines.scene3d.latent import write_latent
 
     model, _ = load_model(checkpoint)
     with torch.inference_mode():
@@ -57,7 +56,7 @@ def latent(
 
 
 def _add_model_commands() -> None:
-    from pipelines.scene3d import commands
+    from vidrender.pipelines.scene3d import commands
 
     scene_app.command("train")(commands.train)
     scene_app.command("render")(commands.render)
@@ -73,4 +72,4 @@ def register(app: typer.Typer) -> None:
     from vidrender.bench.registry import add_section_module
 
     app.add_typer(scene_app, name="scene")
-    add_section_module("pipelines.scene3d.bench")
+    add_section_module("vidrender.pipelines.scene3d.bench")

@@ -17,19 +17,24 @@ PIPELINE = "scene3d"
 # Renders are image_size x image_size and their 3-D scenes grow with it; the reference model uses 128.
 # Larger values in a checkpoint are refused rather than risking running out of memory while rendering.
 MAX_IMAGE_SIZE = 1024
+# Config keys that older scene3d checkpoints store but the schema no longer has, per section. They are
+# dropped before the strict `from_dict` rebuild, which would otherwise refuse those checkpoints as
+# having unknown keys. model.channels_last: the 3-D convolutions' memory format, retired because it was
+# slower and gave the same numbers; the weights do not depend on it.
+RETIRED_KEYS = {"model": ("channels_last",)}
 
 
 def load_model(path: Path):
     """The SceneRenderer and config stored in a scene3d checkpoint (refusing other pipelines)."""
     import torch
+    from vidrender.pipelines.scene3d.config import Scene3dConfig
+    from vidrender.pipelines.scene3d.model import SceneRenderer
 
-    from pipelines.scene3d.config import Scene3dConfig
-    from pipelines.scene3d.model import SceneRenderer
     from vidrender.config import from_dict
     from vidrender.io.checkpoint import check_weights, load_checkpoint
 
     payload = load_checkpoint(path, PIPELINE)
-    config = from_dict(Scene3dConfig, payload["config"], str(path))
+    config = from_dict(Scene3dConfig, without_retired_keys(payload["config"]), str(path))
     if config.model.image_size > MAX_IMAGE_SIZE:
         raise UserError(f"{path}: model.image_size {config.model.image_size} is over the limit of {MAX_IMAGE_SIZE}")
     # compare shapes on a model without storage first: a config edited to describe a huge model must not
@@ -39,6 +44,15 @@ def load_model(path: Path):
     model = SceneRenderer.from_config(config)
     model.load_state_dict(payload["weights"])
     return model.eval(), config
+
+
+def without_retired_keys(config: dict) -> dict:
+    """A copy of a checkpoint's stored config without the RETIRED_KEYS (the stored dict is left as is)."""
+    config = dict(config)
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(config.get(section), dict):
+            config[section] = {key: value for key, value in config[section].items() if key not in keys}
+    return config
 
 
 def load_source(image: Path, model):
@@ -65,9 +79,9 @@ def train(
 ) -> None:
     """Train a rotation- (and time-) equivariant scene model on pairs of views."""
     from accelerate.state import PartialState
+    from vidrender.pipelines.scene3d.config import Scene3dConfig
+    from vidrender.pipelines.scene3d.task import Scene3dTask
 
-    from pipelines.scene3d.config import Scene3dConfig
-    from pipelines.scene3d.task import Scene3dTask
     from vidrender.config import load_config, to_dict
     from vidrender.io.checkpoint import save_checkpoint
     from vidrender.train import check_output_file
@@ -99,8 +113,8 @@ def render(
 ) -> None:
     """Render new views and new times of the scene in one image."""
     import torch
+    from vidrender.pipelines.scene3d import infer
 
-    from pipelines.scene3d import infer
     from vidrender.io.images import write_image
     from vidrender.io.video_write import write_video
 
@@ -131,8 +145,8 @@ def evaluate(
     pairs: Annotated[int, typer.Option(help="Source/target pairs per scene.")] = 50,
 ) -> None:
     """PSNR/SSIM of novel views from one source view, vs copying the source and mean images; JSON last."""
-    from pipelines.scene3d.data import resolve_split
-    from pipelines.scene3d.evaluation import evaluate_novel_views
+    from vidrender.pipelines.scene3d.data import resolve_split
+    from vidrender.pipelines.scene3d.evaluation import evaluate_novel_views
 
     model, _ = load_model(checkpoint)
     try:

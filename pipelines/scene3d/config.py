@@ -37,11 +37,6 @@ class ModelConfig:
     # Channels of the scene tensor; when it differs from channels_3d[-1] (or with time steps) a 1x1x1
     # convolution produces the scene(s) from the last 3-D features.
     scene_channels: int = 64
-    # Run 3-D convolutions in channels_last_3d memory format (same numbers). Off by default: a paper.yaml
-    # bf16 training step measured 20 % slower than NCDHW on one AVX-512/AMX core (torch 2.14): the 3x3x3
-    # convolutions gain, but GroupNorm's channels-last backward in bf16 and the 1x1 convolutions (matrix
-    # products on NCDHW, see model.PointwiseConv3d) lose more.
-    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size < 8:

@@ -229,7 +229,8 @@ class SceneDataset(torch.utils.data.Dataset):
 
     Item i is a dict: `image_a`, `image_b` float32 `(3, H, W)` in [0, 1]; `azimuth_a`, `elevation_a`,
     `azimuth_b`, `elevation_b` float32 scalars in degrees; `time_a`, `time_b` int64 scalars (0 without
-    times); `scene` int64 scalar (index into `scenes`). View a is the i-th view that has a partner.
+    times). View a is the i-th view that has a partner (`anchors[i]`, an index into `paths`, whose scene
+    is `scenes[scene_index[anchors[i]]]`); view b is another view of that scene.
 
     size: resize to size x size (None: keep); temporal: pair views across times with |t_b - t_a| <=
     max_gap (None: any gap) instead of only at equal times; fixed_pairs: partner of item i drawn from
@@ -323,5 +324,4 @@ class SceneDataset(torch.utils.data.Dataset):
             "elevation_b": self.elevation[b],
             "time_a": self.time[a],
             "time_b": self.time[b],
-            "scene": self.scene_index[a],
         }

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from vidrender.pipelines.scene3d.objects import OBJECT_NAMES, make_object
+from vidrender.pipelines.scene3d.raymarch import render_views
 
-from pipelines.scene3d.objects import OBJECT_NAMES, make_object
-from pipelines.scene3d.raymarch import render_views
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
 

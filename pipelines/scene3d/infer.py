@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
-from pipelines.scene3d.model import SceneRenderer, select_time
 from vidrender.errors import UserError
 from vidrender.geometry3d import relative_rotation
 

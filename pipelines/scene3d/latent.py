@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from vidrender.pipelines.scene3d import infer
+from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
-from pipelines.scene3d import infer
-from pipelines.scene3d.model import SceneRenderer, select_time
 from vidrender.errors import UserError
 
 GAP = 2  # white pixels between tiles

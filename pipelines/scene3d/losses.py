@@ -7,8 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from kornia.metrics import ssim
-
-from pipelines.scene3d.config import LossConfig
+from vidrender.pipelines.scene3d.config import LossConfig
 
 
 def rendering_loss(

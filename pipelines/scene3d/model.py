@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from einops import rearrange
+from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig
 
-from pipelines.scene3d.config import ModelConfig, Scene3dConfig
 from vidrender.geometry3d import rotate_scene
 
 LEAK = 0.2
@@ -158,6 +159,16 @@ def projection_1x1(in_channels: int, channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def lift_to_volume(features: torch.Tensor, depth: int) -> torch.Tensor:
+    """Inverse projection's reshape: (B, C * D, H, W) -> (B, C, D, H, W); channel c * D + d goes to [c, d]."""
+    return rearrange(features, "b (c d) h w -> b c d h w", d=depth)
+
+
+def fold_depth(volume: torch.Tensor) -> torch.Tensor:
+    """Forward projection's reshape, the inverse of `lift_to_volume`: (B, C, D, H, W) -> (B, C * D, H, W)."""
+    return rearrange(volume, "b c d h w -> b (c d) h w")
+
+
 def spherical_mask(size: int) -> torch.Tensor:
     """(size, size, size) float mask: 1 on voxels within radius (size-1)/2 of the centre, else 0."""
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
@@ -224,10 +235,6 @@ class SceneRenderer(nn.Module):
         self.to_rgb = PointwiseConv2d(stack_out_channels(*forward_2d), 3)
 
         self.register_buffer("mask", spherical_mask(depth), persistent=False)
-        if config.channels_last:
-            for stack in (self.inverse_3d, self.forward_3d, self.scene_head):
-                if stack is not None:
-                    stack.to(memory_format=torch.channels_last_3d)
 
     @classmethod
     def from_config(cls, config: Scene3dConfig) -> SceneRenderer:
@@ -238,11 +245,6 @@ class SceneRenderer(nn.Module):
     def scene_shape(self) -> tuple[int, int, int, int]:
         """(C, D, H, W) of one scene."""
         return (self.scene_channels, *self.mask.shape)
-
-    def _format_3d(self, volume: torch.Tensor) -> torch.Tensor:
-        if self.config.channels_last:
-            return volume.contiguous(memory_format=torch.channels_last_3d)
-        return volume
 
     def inverse_render(self, images: torch.Tensor, time_offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Infer scenes from images: `scenes_from_features(features_3d(images), time_offsets)`.
@@ -256,9 +258,7 @@ class SceneRenderer(nn.Module):
     def features_3d(self, images: torch.Tensor) -> torch.Tensor:
         """The inverse renderer up to the scene head: images (B, 3, S, S) -> (B, C3, D, H, W)."""
         features = self.inverse_projection(self.inverse_2d(images))
-        batch, _, height, width = features.shape
-        lifted = features.view(batch, -1, self.lifted_depth, height, width)
-        return self.inverse_3d(self._format_3d(lifted))
+        return self.inverse_3d(lift_to_volume(features, self.lifted_depth))
 
     def scenes_from_features(self, features: torch.Tensor, time_offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Masked scenes from `features_3d` output; shapes as `inverse_render`.
@@ -272,7 +272,7 @@ class SceneRenderer(nn.Module):
             scenes = self.scene_head(features)
             scenes = scenes.view(scenes.shape[0], self.timesteps, self.scene_channels, *scenes.shape[2:])
         else:
-            return self._format_3d(self._head_at_times(features, time_offsets) * self.mask)
+            return self._head_at_times(features, time_offsets) * self.mask
         scenes = scenes * self.mask
         return scenes if time_offsets is None else select_time(scenes, time_offsets)
 
@@ -290,14 +290,12 @@ class SceneRenderer(nn.Module):
 
     def render(self, scenes: torch.Tensor) -> torch.Tensor:
         """Render scenes (B, C, D, H, W) seen along D to images (B, 3, S, S) in (0, 1)."""
-        volume = self.forward_3d(self._format_3d(scenes))
-        batch, channels, depth, height, width = volume.shape
-        folded = volume.reshape(batch, channels * depth, height, width)
+        folded = fold_depth(self.forward_3d(scenes))
         return torch.sigmoid(self.to_rgb(self.forward_2d(self.projection(folded))))
 
     def rotate(self, scenes: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         """Rotate scenes (B, C, D, H, W) by (B, 3, 3) or (3, 3) matrices: `out(p) = in(R^T p)`."""
-        return self._format_3d(rotate_scene(scenes, rotation))
+        return rotate_scene(scenes, rotation)
 
     def forward(
         self, images: torch.Tensor, rotations: torch.Tensor, time_offsets: torch.Tensor, keep_all_times: bool = False

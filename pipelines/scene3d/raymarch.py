@@ -31,8 +31,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from pipelines.scene3d.objects import SdfObject
+from vidrender.pipelines.scene3d.objects import SdfObject
 
 CAMERA_RADIUS = 25.0
 FIELD_OF_VIEW_DEG = 39.6

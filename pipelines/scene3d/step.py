@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 from torchvision.utils import make_grid
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.losses import rendering_loss, temporal_smoothness
+from vidrender.pipelines.scene3d.model import SceneRenderer
 
-from pipelines.scene3d.config import Scene3dConfig
-from pipelines.scene3d.losses import rendering_loss, temporal_smoothness
-from pipelines.scene3d.model import SceneRenderer
 from vidrender.geometry3d import relative_rotation
 
 IMAGE_KEYS = ("image_a", "image_b")

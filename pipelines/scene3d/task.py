@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from pipelines.scene3d.config import Scene3dConfig
-from pipelines.scene3d.data import SceneDataset, resolve_split
-from pipelines.scene3d.model import SceneRenderer
-from pipelines.scene3d.step import preview, training_step
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.data import SceneDataset, resolve_split
+from vidrender.pipelines.scene3d.model import SceneRenderer
+from vidrender.pipelines.scene3d.step import preview, training_step
 
 
 class Scene3dTask:

@@ -7,7 +7,7 @@ strings, booleans, lists, nested dicts); `quick` asks for a seconds-long version
     def motion_section(quick: bool) -> dict: ...
 
 Modules that define sections are imported only when `vidrender bench` runs, so that `vidrender --help`
-does not pay for torch: a pipeline calls `add_section_module("pipelines.motion.bench")` from its
+does not pay for torch: a pipeline calls `add_section_module("vidrender.pipelines.motion.bench")` from its
 `register(app)` and the module's decorators run when `load_sections()` imports it.
 """
 

@@ -28,7 +28,8 @@ from vidrender import __version__
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
 
-FORMAT_VERSION = 1
+# 2: motion's artifact holds one layer stack per clip (version-1 files are converted when read)
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "pipeline", "config", "weights", "artifact")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vidrender.compositing import over, premultiply
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
 
@@ -157,6 +158,6 @@ def _flatten_alpha(image: np.ndarray, square: int = 8) -> np.ndarray:
         return image
     rows, cols = np.indices(image.shape[:2])
     checker = np.where((rows // square + cols // square) % 2 == 0, 204, 153).astype(np.float32)
-    alpha = image[..., 3:].astype(np.float32) / 255
-    blended = image[..., :3].astype(np.float32) * alpha + checker[..., None] * (1 - alpha)
-    return np.round(blended).astype(np.uint8)
+    layer = premultiply(image.astype(np.float32) / 255, channel_axis=-1)
+    blended = over(layer, np.repeat(checker[..., None] / 255, 3, axis=-1), channel_axis=-1)
+    return np.round(blended * 255).astype(np.uint8)

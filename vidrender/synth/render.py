@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vidrender import geometry
+from vidrender.compositing import over
 
 
 def _pixel_from_normalized(width: int, height: int) -> torch.Tensor:
@@ -58,7 +59,7 @@ def render_layers(
 
 def composite(premultiplied_rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """Character over plate: (T, 3, H, W) premultiplied + (1 - alpha (T, 1, H, W)) * background (3, H, W)."""
-    return (premultiplied_rgb + (1 - alpha) * background).clamp(0, 1)
+    return over(torch.cat([premultiplied_rgb, alpha], dim=1), background).clamp(0, 1)
 
 
 def retarget_placement(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vidrender.compositing import over
 from vidrender.synth.textures import (
     checker,
     colourize,
@@ -87,11 +88,6 @@ def outlined_part(coverage: np.ndarray, fill: np.ndarray, outline: np.ndarray, w
     return np.concatenate([rgb, outer[..., None]], -1).astype(np.float32)
 
 
-def over(front: np.ndarray, back: np.ndarray) -> np.ndarray:
-    """Porter-Duff "over" of premultiplied RGBA arrays (..., 4)."""
-    return front + (1 - front[..., 3:]) * back
-
-
 def _rotation_iou(alpha: np.ndarray, degrees: float) -> float:
     """IoU of the (alpha > 0.5) shape with itself rotated by `degrees` about its centroid."""
     ys, xs = np.nonzero(alpha > 0.5)
@@ -147,7 +143,8 @@ def _draw_character(rng: np.random.Generator, canvas: int) -> np.ndarray:
     for _ in range(rng.integers(1, 4)):
         at = _boundary_point(rng, body)
         limb = part(shape_mask(rng, SHAPES[rng.integers(len(SHAPES))], at, radius * rng.uniform(0.3, 0.55), canvas))
-        character = over(limb, character) if rng.random() < 0.5 else over(character, limb)
+        front, back = (limb, character) if rng.random() < 0.5 else (character, limb)
+        character = over(front, back, channel_axis=-1)
     # an eye: white disc with a dark pupil, off-centre on the body, so the character has a clear "front"
     eye_at, eye_radius = _eye_place(rng, body, radius * rng.uniform(0.14, 0.22))
     white = np.ones(3, np.float32) * rng.uniform(0.9, 1.0)
@@ -160,8 +157,8 @@ def _draw_character(rng: np.random.Generator, canvas: int) -> np.ndarray:
     look = rng.uniform(0, 2 * np.pi)
     pupil_at = eye_at + eye_radius * 0.35 * np.array([np.cos(look), np.sin(look)])
     pupil = shape_mask(rng, "ellipse", pupil_at, eye_radius * 0.5, canvas)
-    eye = over(np.concatenate([np.repeat(pupil[..., None] * 0.05, 3, -1), pupil[..., None]], -1), eye)
-    return over(eye, character)
+    pupil_layer = np.concatenate([np.repeat(pupil[..., None] * 0.05, 3, -1), pupil[..., None]], -1)
+    return over(over(pupil_layer, eye, channel_axis=-1), character, channel_axis=-1)
 
 
 def procedural_character(rng: np.random.Generator, canvas: int = CANVAS, attempts: int = 20) -> np.ndarray:
