@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from vidrender.pipelines.motion.background import median_plate
-from vidrender.pipelines.motion.baseline import baseline_decompose, character_layer, paste
 
 from vidrender import metrics
 from vidrender.io.video import read_video
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.baseline import baseline_decompose, character_layer, paste
 from vidrender.synth import read_truth, recompose
 
 

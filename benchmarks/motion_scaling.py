@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from vidrender.bench.measure import time_it
 from vidrender.pipelines.motion import bench
 from vidrender.pipelines.motion.baseline import baseline_compose
 from vidrender.pipelines.motion.decomposition import load
-
-from vidrender.bench.measure import time_it
 from vidrender.synth import make_clip
 
 SOURCE_FRAMES = 32

@@ -27,15 +27,15 @@ import time
 from pathlib import Path
 
 import torch
+
+from vidrender.config import load_config
+from vidrender.io.checkpoint import load_checkpoint
 from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.decomposition import Decomposition
 from vidrender.pipelines.motion.evaluation import evaluate
 from vidrender.pipelines.motion.inputs import load_clips
 from vidrender.pipelines.motion.predictors import PREDICTORS
 from vidrender.pipelines.motion.task import MotionTask
-
-from vidrender.config import load_config
-from vidrender.io.checkpoint import load_checkpoint
 from vidrender.synth import make_clip, write_truth
 from vidrender.train import train
 

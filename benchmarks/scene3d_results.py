@@ -40,15 +40,14 @@ import torchvision.transforms.functional as TF
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from vidrender import metrics  # noqa: E402
+from vidrender.io.images import contact_sheet, write_image  # noqa: E402
 from vidrender.pipelines.scene3d import infer  # noqa: E402
 from vidrender.pipelines.scene3d.commands import load_model  # noqa: E402
 from vidrender.pipelines.scene3d.data import load_views  # noqa: E402
 from vidrender.pipelines.scene3d.evaluation import evaluate_novel_views  # noqa: E402
 from vidrender.pipelines.scene3d.objects import make_object  # noqa: E402
 from vidrender.pipelines.scene3d.raymarch import render_views as true_views  # noqa: E402
-
-from vidrender import metrics  # noqa: E402
-from vidrender.io.images import contact_sheet, write_image  # noqa: E402
 
 TIMESTEPS = 20
 DATA_SIZE = 64

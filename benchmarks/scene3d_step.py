@@ -26,6 +26,7 @@ import statistics
 import time
 
 import torch
+
 from vidrender.pipelines.scene3d.bench import CONFIG_DIR, autocast_dtype, bench_config, random_batch, step_function
 from vidrender.pipelines.scene3d.model import SceneRenderer, count_parameters
 from vidrender.pipelines.scene3d.step import training_step

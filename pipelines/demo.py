@@ -32,12 +32,12 @@ def register(app: typer.Typer) -> None:
         """Make two sample clips, train on each, and compose A's character onto B's background."""
         import torch
         from rich.console import Console
-        from vidrender.pipelines import motion
 
         from vidrender.config import load_config
         from vidrender.io.images import contact_sheet, write_image
         from vidrender.io.video import read_video
         from vidrender.io.video_write import write_video
+        from vidrender.pipelines import motion
         from vidrender.synth import make_clip, write_truth
 
         console = Console(stderr=True)

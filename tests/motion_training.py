@@ -2,6 +2,7 @@
 `vidrender/train.py`, is tested on its own in test_train_loop.py)."""
 
 import torch
+
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.task import MotionTask
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from vidrender import geometry, metrics
+from vidrender.errors import UserError
 from vidrender.pipelines.motion import tracking
 from vidrender.pipelines.motion.background import median_plate
 from vidrender.pipelines.motion.baseline import baseline_compose, baseline_decompose
 from vidrender.pipelines.motion.difference_matte import difference_matte
-
-from vidrender import geometry, metrics
-from vidrender.errors import UserError
 from vidrender.synth import make_clip, recompose
 
 SIZE, FRAMES = 96, 32

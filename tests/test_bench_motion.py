@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
+
+from vidrender.io.video import probe
 from vidrender.pipelines.motion import bench
 from vidrender.pipelines.motion.config import VARIANTS
 from vidrender.pipelines.motion.stack import read_export
-
-from vidrender.io.video import probe
 
 RATE_KEYS = {"per_s", "batch", "ms_per_item", "gflop_per_item", "achieved_gflops", "fraction_of_peak",
              "peak_rss_increase_mib"}

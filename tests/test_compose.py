@@ -20,11 +20,6 @@ import torch
 import torch.nn.functional as F
 from motion_training import train_plainly
 from PIL import Image
-from vidrender.pipelines.motion.config import MotionConfig
-from vidrender.pipelines.motion.data import Clip
-from vidrender.pipelines.motion.decomposition import load_stack
-from vidrender.pipelines.motion.stack import CharacterLayer, composite
-from vidrender.pipelines.motion.task import MotionTask
 
 from vidrender import geometry, metrics
 from vidrender.cli import main
@@ -35,6 +30,11 @@ from vidrender.io.images import read_image
 from vidrender.io.trajectory import write_trajectory
 from vidrender.io.video import probe, read_video
 from vidrender.io.video_write import write_video
+from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.data import Clip
+from vidrender.pipelines.motion.decomposition import load_stack
+from vidrender.pipelines.motion.stack import CharacterLayer, composite
+from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth import make_clip, recompose
 from vidrender.synth.motion import MotionRanges
 

@@ -20,13 +20,13 @@ import pytest
 import torch
 from media_files import write_audio_only, write_h264
 from PIL import Image
-from vidrender.pipelines.motion.stack import single_layer_stack
-from vidrender.pipelines.scene3d.config import Scene3dConfig
-from vidrender.pipelines.scene3d.model import SceneRenderer
 
 from vidrender import cli
 from vidrender.config import load_config, to_dict
 from vidrender.io.checkpoint import FORMAT_VERSION, save_checkpoint
+from vidrender.pipelines.motion.stack import single_layer_stack
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.model import SceneRenderer
 from vidrender.synth import make_clip, write_truth
 
 SIZE = 32

@@ -9,14 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from vidrender.pipelines.motion.composing import compose
-from vidrender.pipelines.motion.decomposition import load_stack
-from vidrender.pipelines.motion.stack import BackgroundLayer, CharacterLayer, LayerStack, read_export, straight
 
 from vidrender.compositing import over, premultiply
 from vidrender.errors import UserError
 from vidrender.geometry import from_params
 from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
+from vidrender.pipelines.motion.composing import compose
+from vidrender.pipelines.motion.decomposition import load_stack
+from vidrender.pipelines.motion.stack import BackgroundLayer, CharacterLayer, LayerStack, read_export, straight
 
 FRAMES, HEIGHT, WIDTH = 5, 24, 32
 

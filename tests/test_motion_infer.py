@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from vidrender.pipelines.motion import infer
 
 from vidrender.geometry import corner_error
+from vidrender.pipelines.motion import infer
 from vidrender.synth import make_clip
 
 SIZE = 128

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+
+from vidrender.errors import UserError
+from vidrender.geometry import from_params, invert, warp
 from vidrender.pipelines.motion.config import LossConfig, ModelConfig, MotionConfig
 from vidrender.pipelines.motion.data import PairDataset, relative_affine
 from vidrender.pipelines.motion.losses import equivariance, motion_loss
 from vidrender.pipelines.motion.model import CharacterEncoder, MotionModel
 from vidrender.pipelines.motion.predictors import FeaturePairPredictor, FramePairPredictor
-
-from vidrender.errors import UserError
-from vidrender.geometry import from_params, invert, warp
 
 SIZE = 32
 

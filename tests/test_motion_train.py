@@ -9,12 +9,12 @@ frame shows in the background branch's output across frames.
 import pytest
 import torch
 from motion_training import train_plainly
-from vidrender.pipelines.motion.config import MotionConfig
-from vidrender.pipelines.motion.data import Clip, relative_affine
-from vidrender.pipelines.motion.task import MotionTask
 
 from vidrender.config import load_config
 from vidrender.metrics import affine_error, matte_iou
+from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.data import Clip, relative_affine
+from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth.clips import make_clip
 from vidrender.synth.motion import MotionRanges
 

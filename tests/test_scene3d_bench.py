@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import torch
+
 from vidrender.pipelines.scene3d.bench import autocast_dtype, bench_config, measure_config, random_batch
 
 

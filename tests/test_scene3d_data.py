@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from vidrender.errors import UserError
 from vidrender.pipelines.scene3d import dataset_writer
 from vidrender.pipelines.scene3d.data import SceneDataset, load_image, load_views, resolve_split, scan_split
 from vidrender.pipelines.scene3d.dataset_writer import temporal_split, write_dataset
@@ -20,8 +22,6 @@ from vidrender.pipelines.scene3d.raymarch import (
     render_view,
     render_views,
 )
-
-from vidrender.errors import UserError
 
 
 def foreground(image: torch.Tensor) -> torch.Tensor:

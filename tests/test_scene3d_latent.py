@@ -2,9 +2,6 @@
 
 import pytest
 import torch
-from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
-from vidrender.pipelines.scene3d.latent import GAP, ColourMap, depth_grid, latent_frames, write_latent
-from vidrender.pipelines.scene3d.model import SceneRenderer
 
 from vidrender.cli import main
 from vidrender.config import to_dict
@@ -12,6 +9,9 @@ from vidrender.errors import UserError
 from vidrender.io.checkpoint import save_checkpoint
 from vidrender.io.images import read_image, write_image
 from vidrender.io.video import probe
+from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
+from vidrender.pipelines.scene3d.latent import GAP, ColourMap, depth_grid, latent_frames, write_latent
+from vidrender.pipelines.scene3d.model import SceneRenderer
 
 SIZE = 16
 

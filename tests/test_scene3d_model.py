@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from vidrender.config import load_config, to_dict
+from vidrender.errors import UserError
+from vidrender.geometry3d import object_rotation, relative_rotation, rotate_scene
+from vidrender.io.checkpoint import save_checkpoint
 from vidrender.pipelines.scene3d.bench import random_batch
 from vidrender.pipelines.scene3d.commands import PIPELINE, load_model
 from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig, TemporalConfig
@@ -28,11 +33,6 @@ from vidrender.pipelines.scene3d.model import (
     time_slice_position,
 )
 from vidrender.pipelines.scene3d.step import preview, swap_render, training_step
-
-from vidrender.config import load_config, to_dict
-from vidrender.errors import UserError
-from vidrender.geometry3d import object_rotation, relative_rotation, rotate_scene
-from vidrender.io.checkpoint import save_checkpoint
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "scene3d"
 SIZE = 16

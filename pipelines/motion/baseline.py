@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from vidrender.pipelines.motion.background import median_plate
-from vidrender.pipelines.motion.difference_matte import difference_matte
-from vidrender.pipelines.motion.tracking import track_affines
 
 from vidrender import geometry
 from vidrender.compositing import over
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.difference_matte import difference_matte
+from vidrender.pipelines.motion.tracking import track_affines
 
 
 @dataclass

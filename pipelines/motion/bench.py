@@ -41,15 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from vidrender.pipelines.motion.config import VARIANTS, DataConfig, InferConfig, MotionConfig
-from vidrender.pipelines.motion.data import Clip
-from vidrender.pipelines.motion.decomposition import Decomposition
-from vidrender.pipelines.motion.stack import LayerStack, straight
-from vidrender.pipelines.motion.task import MotionTask
 
 from vidrender.bench.machine import peak_flops
 from vidrender.bench.measure import achieved_fraction, model_flops, peak_memory, time_it
 from vidrender.bench.registry import bench_section
+from vidrender.pipelines.motion.config import VARIANTS, DataConfig, InferConfig, MotionConfig
+from vidrender.pipelines.motion.data import Clip
+from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.stack import LayerStack, write_layer_frames
+from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth import make_clip
 
 TRAIN_SIZES = (64, 128)
@@ -229,12 +229,7 @@ def write_pngs(folder: Path, stack: LayerStack, moved: list[torch.Tensor]) -> No
     write_image(folder / "background.png", stack.background.plate)
     for number, frames in enumerate(moved, start=1):
         suffix = "" if number == 1 else f"_{number}"
-        (folder / f"character{suffix}").mkdir()
-        (folder / f"alpha{suffix}").mkdir()
-        for index, premultiplied in enumerate(frames):
-            layer = straight(premultiplied)
-            write_image(folder / f"character{suffix}" / f"{index:05d}.png", layer)
-            write_image(folder / f"alpha{suffix}" / f"{index:05d}.png", layer[3:])
+        write_layer_frames(folder / f"character{suffix}", folder / f"alpha{suffix}", frames)
 
 
 def export_figures(scratch: Path, size: int, plan: Plan) -> dict:
@@ -284,10 +279,9 @@ def compose_command(character: Path, background: Path, output: Path, frames: int
 
 def compose_figures(scratch: Path, size: int, plan: Plan) -> dict:
     """Compose frames/s end to end at `size` px to .mp4, and the milliseconds of its three stages."""
+    from vidrender.io.video_write import write_video
     from vidrender.pipelines.motion.composing import compose
     from vidrender.pipelines.motion.decomposition import load_stack
-
-    from vidrender.io.video_write import write_video
 
     character = untrained_checkpoint(scratch / "character.pt", size, plan.clip_frames, seed=1)
     background = untrained_checkpoint(scratch / "background.pt", size, plan.clip_frames, seed=2)

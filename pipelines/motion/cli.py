@@ -28,12 +28,11 @@ def train(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
 ) -> None:
     """Learn a clip's character, background and motion; write a checkpoint for compose and export."""
+    from vidrender.config import load_config
     from vidrender.pipelines.motion.config import MotionConfig
     from vidrender.pipelines.motion.inputs import load_clips
     from vidrender.pipelines.motion.pipeline import fit
     from vidrender.pipelines.motion.predictors import PREDICTORS
-
-    from vidrender.config import load_config
     from vidrender.train import check_output_file
 
     named = [f"{key}={value}" for key, value in
@@ -102,11 +101,10 @@ def compose(
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT.gif and OUT.sheet.png.")] = False,
 ) -> None:
     """Put the character of one trained clip onto the background of another and write a video."""
+    from vidrender.io.video_write import output_format, write_video
     from vidrender.pipelines.motion.composing import compose as put_together
     from vidrender.pipelines.motion.composing import output_size
     from vidrender.pipelines.motion.decomposition import load_stack
-
-    from vidrender.io.video_write import output_format, write_video
 
     output_format(output)
     result = put_together(load_stack(character, character_clip), load_stack(background, background_clip),

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
-from vidrender.pipelines.motion.stack import LayerStack, composite, straight
 
 from vidrender import geometry
 from vidrender.errors import UserError
 from vidrender.io.trajectory import read_trajectory
 from vidrender.io.video import DEFAULT_MAX_PIXELS
+from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
+from vidrender.pipelines.motion.stack import LayerStack, composite, straight
 
 
 @dataclass

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidrender.pipelines.motion.predictors import VARIANTS
-
 from vidrender.config import TrainConfig
 from vidrender.errors import UserError
+from vidrender.pipelines.motion.predictors import VARIANTS
 
 
 @dataclass

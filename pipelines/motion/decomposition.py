@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from vidrender.pipelines.motion.config import MotionConfig
-from vidrender.pipelines.motion.stack import LayerStack, read_export
 
 from vidrender.config import from_dict, to_dict
 from vidrender.errors import UserError
 from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
+from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.stack import LayerStack, read_export
 
 PIPELINE = "motion"
 # config keys that version-1 checkpoints may hold and this version no longer has

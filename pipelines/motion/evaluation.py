@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidrender.pipelines.motion.stack import LayerStack
-
 from vidrender import metrics
 from vidrender.errors import UserError
+from vidrender.pipelines.motion.stack import LayerStack
 from vidrender.synth import read_truth
 
 PSNR_CAP = 100.0

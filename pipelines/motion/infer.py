@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from vidrender.compositing import over
+from vidrender.errors import UserError
+from vidrender.geometry import compose, identity, invert, warp
 from vidrender.pipelines.motion.background import masked_median_plate
 from vidrender.pipelines.motion.config import InferConfig
 from vidrender.pipelines.motion.data import Clip, relative_affine, resize_frames, resize_frames_to
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.stack import LayerStack, single_layer_stack
-
-from vidrender.compositing import over
-from vidrender.errors import UserError
-from vidrender.geometry import compose, identity, invert, warp
 from vidrender.schedule import cosine
 
 # Frames are warped in chunks of this many to bound memory on long clips.

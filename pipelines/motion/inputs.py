@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidrender.pipelines.motion.data import Clip
-
 from vidrender.errors import UserError
 from vidrender.io.trajectory import read_trajectory
 from vidrender.io.video import read_video
+from vidrender.pipelines.motion.data import Clip
 
 TRUTH_FILES = ("clip.mp4", "affine.json", "meta.json")
 # Frames are held as float32 at native size for inference at full resolution; refuse clips that

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import kornia
 import torch
-from vidrender.pipelines.motion.config import LossConfig
 
 from vidrender.geometry import warp
+from vidrender.pipelines.motion.config import LossConfig
 
 
 def scene_terms(render: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from vidrender.pipelines.motion.background import ClipPlates
-from vidrender.pipelines.motion.config import ModelConfig
-from vidrender.pipelines.motion.predictors import build_predictor
 
 from vidrender.compositing import over
 from vidrender.geometry import warp
+from vidrender.pipelines.motion.background import ClipPlates
+from vidrender.pipelines.motion.config import ModelConfig
+from vidrender.pipelines.motion.predictors import build_predictor
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:

@@ -18,7 +18,6 @@ from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.data import Clip
 from vidrender.pipelines.motion.decomposition import Decomposition
 from vidrender.pipelines.motion.task import MotionTask
-
 from vidrender.train import train
 
 

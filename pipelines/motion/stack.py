@@ -209,17 +209,23 @@ class LayerStack:
                 suffix = "" if number == 1 else f"_{number}"
                 names = {"layer": f"character{suffix}", "alpha": f"alpha{suffix}", "affines": f"affine{suffix}.json",
                          "reference": character.reference}
-                (tmp / names["layer"]).mkdir()
-                (tmp / names["alpha"]).mkdir()
-                for index, premultiplied in enumerate(character.moved()):
-                    layer = straight(premultiplied)
-                    write_image(tmp / names["layer"] / f"{index:05d}.png", layer)
-                    write_image(tmp / names["alpha"] / f"{index:05d}.png", layer[3:])
+                write_layer_frames(tmp / names["layer"], tmp / names["alpha"], character.moved())
                 write_trajectory(tmp / names["affines"], character.affines, width, height, self.fps,
                                  character.reference)
                 manifest["characters"].append(names)
             (tmp / "stack.json").write_text(json.dumps(manifest, indent=1))
         return Path(folder)
+
+
+def write_layer_frames(layer_folder: Path, alpha_folder: Path, moved: torch.Tensor) -> None:
+    """Create both folders and write, per frame of `moved` (T, 4, H, W) premultiplied RGBA, the straight
+    RGBA layer `layer_folder/%05d.png` and its 8-bit matte `alpha_folder/%05d.png`."""
+    layer_folder.mkdir()
+    alpha_folder.mkdir()
+    for index, premultiplied in enumerate(moved):
+        layer = straight(premultiplied)
+        write_image(layer_folder / f"{index:05d}.png", layer)
+        write_image(alpha_folder / f"{index:05d}.png", layer[3:])
 
 
 def read_export(folder: str | Path) -> LayerStack:

@@ -10,6 +10,8 @@ checkpoint's `artifact`.
 from __future__ import annotations
 
 import torch
+
+from vidrender.errors import UserError
 from vidrender.pipelines.motion import infer
 from vidrender.pipelines.motion.background import lower_median_plate
 from vidrender.pipelines.motion.config import MotionConfig
@@ -19,8 +21,6 @@ from vidrender.pipelines.motion.losses import motion_loss
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.predictors import PREDICTORS
 from vidrender.pipelines.motion.stack import LayerStack
-
-from vidrender.errors import UserError
 
 
 class MotionTask:

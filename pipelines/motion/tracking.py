@@ -33,11 +33,11 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
-from vidrender.pipelines.motion.background import median_plate
-from vidrender.pipelines.motion.difference_matte import clean_mask, difference_matte, difference_threshold
 
 from vidrender import geometry
 from vidrender.errors import UserError
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.difference_matte import clean_mask, difference_matte, difference_threshold
 
 MIN_TRACKS = 6
 MIN_MATCHES = 5

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from vidrender.pipelines.scene3d.config import Scene3dConfig
-from vidrender.pipelines.scene3d.infer import render
-from vidrender.pipelines.scene3d.model import SceneRenderer, count_parameters
-from vidrender.pipelines.scene3d.step import training_step
 
 from vidrender.bench.measure import MIB, peak_memory, time_it
 from vidrender.bench.registry import bench_section
 from vidrender.config import load_config
+from vidrender.pipelines.scene3d.config import Scene3dConfig
+from vidrender.pipelines.scene3d.infer import render
+from vidrender.pipelines.scene3d.model import SceneRenderer, count_parameters
+from vidrender.pipelines.scene3d.step import training_step
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "scene3d"
 BENCH_CONFIGS = ("cpu", "paper")

@@ -46,6 +46,7 @@ def latent(
 ) -> None:
     """Show the scene tensor inferred from one image as colour: one tile per depth slice, frames over time."""
     import torch
+
     from vidrender.pipelines.scene3d.commands import load_model, load_source
     from vidrender.pipelines.scene3d.latent import write_latent
 

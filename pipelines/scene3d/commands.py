@@ -27,11 +27,11 @@ RETIRED_KEYS = {"model": ("channels_last",)}
 def load_model(path: Path):
     """The SceneRenderer and config stored in a scene3d checkpoint (refusing other pipelines)."""
     import torch
-    from vidrender.pipelines.scene3d.config import Scene3dConfig
-    from vidrender.pipelines.scene3d.model import SceneRenderer
 
     from vidrender.config import from_dict
     from vidrender.io.checkpoint import check_weights, load_checkpoint
+    from vidrender.pipelines.scene3d.config import Scene3dConfig
+    from vidrender.pipelines.scene3d.model import SceneRenderer
 
     payload = load_checkpoint(path, PIPELINE)
     config = from_dict(Scene3dConfig, without_retired_keys(payload["config"]), str(path))
@@ -79,11 +79,11 @@ def train(
 ) -> None:
     """Train a rotation- (and time-) equivariant scene model on pairs of views."""
     from accelerate.state import PartialState
-    from vidrender.pipelines.scene3d.config import Scene3dConfig
-    from vidrender.pipelines.scene3d.task import Scene3dTask
 
     from vidrender.config import load_config, to_dict
     from vidrender.io.checkpoint import save_checkpoint
+    from vidrender.pipelines.scene3d.config import Scene3dConfig
+    from vidrender.pipelines.scene3d.task import Scene3dTask
     from vidrender.train import check_output_file
     from vidrender.train import train as run_training
 
@@ -113,10 +113,10 @@ def render(
 ) -> None:
     """Render new views and new times of the scene in one image."""
     import torch
-    from vidrender.pipelines.scene3d import infer
 
     from vidrender.io.images import write_image
     from vidrender.io.video_write import write_video
+    from vidrender.pipelines.scene3d import infer
 
     model, _ = load_model(checkpoint)
     source = load_source(image, model)

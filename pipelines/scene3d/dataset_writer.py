@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from vidrender.pipelines.scene3d.objects import OBJECT_NAMES, make_object
-from vidrender.pipelines.scene3d.raymarch import render_views
 
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
+from vidrender.pipelines.scene3d.objects import OBJECT_NAMES, make_object
+from vidrender.pipelines.scene3d.raymarch import render_views
 
 SPLITS = ("train", "val", "test")
 # Held-out timesteps as fractions of T; at T = 20 they are the write-up's {5, 10} and {9, 16}.

@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from vidrender.pipelines.scene3d import infer
-from vidrender.pipelines.scene3d.data import load_views
-from vidrender.pipelines.scene3d.model import SceneRenderer
 
 from vidrender import metrics
 from vidrender.errors import UserError
+from vidrender.pipelines.scene3d import infer
+from vidrender.pipelines.scene3d.data import load_views
+from vidrender.pipelines.scene3d.model import SceneRenderer
 
 
 def evaluate_novel_views(

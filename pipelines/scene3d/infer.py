@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
 from vidrender.errors import UserError
 from vidrender.geometry3d import relative_rotation
+from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
 
 def time_range(model: SceneRenderer) -> tuple[int, int]:

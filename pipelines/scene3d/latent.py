@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from vidrender.pipelines.scene3d import infer
-from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
 from vidrender.errors import UserError
+from vidrender.pipelines.scene3d import infer
+from vidrender.pipelines.scene3d.model import SceneRenderer, select_time
 
 GAP = 2  # white pixels between tiles
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from kornia.metrics import ssim
+
 from vidrender.pipelines.scene3d.config import LossConfig
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from einops import rearrange
-from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig
 
 from vidrender.geometry3d import rotate_scene
+from vidrender.pipelines.scene3d.config import ModelConfig, Scene3dConfig
 
 LEAK = 0.2
 

@@ -31,6 +31,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+
 from vidrender.pipelines.scene3d.objects import SdfObject
 
 CAMERA_RADIUS = 25.0

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 from torchvision.utils import make_grid
+
+from vidrender.geometry3d import relative_rotation
 from vidrender.pipelines.scene3d.config import Scene3dConfig
 from vidrender.pipelines.scene3d.losses import rendering_loss, temporal_smoothness
 from vidrender.pipelines.scene3d.model import SceneRenderer
-
-from vidrender.geometry3d import relative_rotation
 
 IMAGE_KEYS = ("image_a", "image_b")
 POSE_KEYS = ("azimuth_a", "elevation_a", "azimuth_b", "elevation_b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from vidrender.pipelines.scene3d.config import Scene3dConfig
 from vidrender.pipelines.scene3d.data import SceneDataset, resolve_split
 from vidrender.pipelines.scene3d.model import SceneRenderer
