@@ -1,6 +1,6 @@
 """Training tests of pipeline `motion` on a tiny synthetic clip: each variant learns a real matte.
 
-These are the relapse detectors for DESIGN.md's failure modes: an empty matte (background explains
+These are the relapse detectors for the failure modes of docs/design.md section 1: an empty matte (background explains
 everything) or a matte covering the frame scores near an all-background / all-character guess; a
 predictor stuck at the identity (or drifting) shows in the affine error; a background that varies per
 frame shows in the background branch's output across frames.

@@ -148,3 +148,17 @@ def test_cosine_schedule_runs_from_lr_to_final_fraction_and_is_logged(tmp_path):
 def test_bad_schedule_settings_are_refused(change):
     with pytest.raises(UserError, match=next(iter(change))):
         _config(**change)
+
+
+def test_every_pipeline_task_implements_the_whole_protocol():
+    """`TrainTask` names every step a pipeline gives the loop, down to the artifact a command saves."""
+    from toy_task import ToyTask
+
+    from vidrender.pipelines.motion.task import MotionTask
+    from vidrender.pipelines.scene3d.task import Scene3dTask
+    from vidrender.train import TrainTask
+
+    steps = [name for name in vars(TrainTask) if not name.startswith("_") and callable(getattr(TrainTask, name))]
+    assert {"build_model", "build_dataset", "training_loss", "preview", "artifact"} <= set(steps)
+    for task in (MotionTask, Scene3dTask, ToyTask):
+        assert all(callable(getattr(task, step, None)) for step in steps), task

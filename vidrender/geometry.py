@@ -107,7 +107,7 @@ def warp(image: torch.Tensor, A: torch.Tensor, padding_mode: str = "zeros", mode
 def corner_error(A: torch.Tensor, B: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Mean displacement in pixels of the frame's four corners mapped by A versus by B.
 
-    A, B: normalized affines (..., 2, 3); returns (...,). The affine-error metric of DESIGN.md section 5.
+    A, B: normalized affines (..., 2, 3); returns (...,). The affine-error metric of docs/design.md section 5.
     """
     corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=A.dtype, device=A.device)
     diff = apply(A, corners) - apply(B, corners)

@@ -1,4 +1,4 @@
-"""Evaluation metrics against ground truth (DESIGN.md section 5): PSNR, SSIM, matte IoU, affine error.
+"""Evaluation metrics against ground truth (docs/design.md section 5): PSNR, SSIM, matte IoU, affine error.
 
 Images are float tensors with values in [0, 1]: (C, H, W) or (T, C, H, W) (any leading dims for PSNR).
 Every function returns a Python float, so results drop straight into JSON.

@@ -14,7 +14,7 @@ Run folder layout (`run_dir`)::
 
 Checkpoint folders are written under a temporary name and renamed when complete, so a run killed
 mid-save (even by SIGKILL) keeps its previous checkpoint; they are named by step rather than by
-accelerate's automatic counter, which `load_state` does not restore (DESIGN.md section 4). A non-finite
+accelerate's automatic counter, which `load_state` does not restore (docs/design.md section 4). A non-finite
 loss stops the run before anything is saved over the last good checkpoint.
 
 Failing early and cleanly:

@@ -48,6 +48,7 @@ from vidrender.bench.registry import bench_section
 from vidrender.pipelines.motion.config import VARIANTS, DataConfig, InferConfig, MotionConfig
 from vidrender.pipelines.motion.data import Clip
 from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.predictors import PREDICTORS
 from vidrender.pipelines.motion.stack import LayerStack, write_layer_frames
 from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth import make_clip
@@ -139,9 +140,10 @@ def training_step(variant: str, size: int, batch_size: int | None = None, clip_f
     batch_size = batch_size or config.train.batch_size
     synth = make_clip(seed=seed, size=size, frames=clip_frames)
     motion = synth.affines.float()
-    known = motion if variant == "known" else None
+    learned = PREDICTORS[variant].learned
+    known = None if learned else motion
     task = MotionTask(config, [Clip(frames=synth.frames, affines=known, fps=synth.fps)],
-                      tracked=[None if variant == "known" else motion])
+                      tracked=[motion if learned else None])
     dataset = task.build_dataset()
     if len(dataset) < batch_size:
         raise ValueError(f"a {clip_frames}-frame clip has {len(dataset)} pairs, fewer than a batch of {batch_size}")

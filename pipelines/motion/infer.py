@@ -8,7 +8,7 @@ For clip c with frames x_0..x_{T-1} (any size H x W) and reference frame r:
    reference frame by rendering the model's reference layer (`align_affines`: no drift along the clip);
 2. reference character layer: RGB = x_r, alpha = g_c(f_c(x_r)) evaluated on the features upsampled to
    H x W (g_c is per-pixel, so this is the model's own matte, T_A commuting with it);
-3. refinement by analysis-by-synthesis with the layered renderer, `render_layers`, at H x W: first
+3. refinement by analysis-by-synthesis with the layered renderer, `render_over_plate`, at H x W: first
    the learned affines (known ones are kept as given), then the character's alpha, are fitted to all
    frames (robust L1 of the layered render against x_t);
 4. plate: per-pixel temporal median of the frames where the character is not (warped alpha below
@@ -100,7 +100,7 @@ def align_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tens
                 if guides is not None:
                     candidates.append(guides[target])
                 candidates = torch.stack(candidates)
-                rendered, _ = render_layers(frames[reference], alpha, candidates, plate)
+                rendered, _ = render_over_plate(frames[reference], alpha, candidates, plate)
                 errors = robust_l1_each(rendered - frames[target])
                 starts.append(candidates[errors.argmin()])
         affines[targets] = fit_affines(frames[targets], frames[reference], alpha, torch.stack(starts), plate, steps,
@@ -125,7 +125,7 @@ def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tens
     optimizer = torch.optim.Adam([delta], lr=lr)
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
-        rendered, _ = render_layers(character, alpha, affines + delta, plate)
+        rendered, _ = render_over_plate(character, alpha, affines + delta, plate)
         residual = rendered - frames
         if smooth:
             residual = F.avg_pool2d(residual, 4, stride=2, padding=1, count_include_pad=False)
@@ -156,10 +156,11 @@ def covered_masks(alpha: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     return torch.cat(masks)
 
 
-def render_layers(character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
-                  plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layered render: the reference character RGB (3, H, W) and alpha (1, H, W), moved by affines (T, 2, 3),
-    over plate (3, H, W). Returns (frames (T, 3, H, W), mattes (T, 1, H, W))."""
+def render_over_plate(character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
+                      plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stack's render, differentiable in every input: the reference character RGB (3, H, W) and alpha
+    (1, H, W), moved by affines (T, 2, 3), `over` plate (3, H, W). Returns (frames (T, 3, H, W), mattes
+    (T, 1, H, W)). (`CharacterLayer.moved` renders a stored layer for export and compose.)"""
     layer = torch.cat([character * alpha, alpha])[None].expand(affines.shape[0], -1, -1, -1)
     moved = warp(layer, affines.to(layer.dtype))
     return over(moved, plate), moved[:, 3:]
@@ -184,7 +185,7 @@ def foreground_colour(frame: torch.Tensor, alpha: torch.Tensor, plate: torch.Ten
 def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, affines: torch.Tensor,
               plate: torch.Tensor, seen: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
     """Fit the character's alpha logits (1, H, W) to frames (T, 3, H, W), affines (T, 2, 3) held: Adam on
-    the robust L1 of `render_layers`, cosine-decayed lr; the colour follows the matte
+    the robust L1 of `render_over_plate`, cosine-decayed lr; the colour follows the matte
     (`foreground_colour` of the reference `frame`). Returns the fitted logits.
 
     Affines and matte are fitted one after the other, not jointly: with both free, growing the matte
@@ -196,7 +197,7 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         alpha = torch.sigmoid(logits)
-        rendered, _ = render_layers(foreground_colour(frame, alpha, plate, seen), alpha, affines, plate)
+        rendered, _ = render_over_plate(foreground_colour(frame, alpha, plate, seen), alpha, affines, plate)
         loss = robust_l1(rendered - frames)
         optimizer.zero_grad()
         loss.backward()

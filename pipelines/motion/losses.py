@@ -1,16 +1,16 @@
-"""Loss terms of pipeline `motion`, each weighted by `LossConfig` (DESIGN.md section 1).
+"""Loss terms of pipeline `motion`, each weighted by `LossConfig` (docs/design.md section 1).
 
 * scene: L1 + SSIM between the layered render and x_{t+k};
 * equivariance: || T_A f_c(x_t) - stopgrad f_c(x_{t+k}) ||^2 on the character (where the matte is).
   The target carries no gradient and f_c is group-normalised, so the loss cannot be lowered by
-  shrinking features (the collapse measured in DESIGN.md); it can only be lowered by moving them right;
+  shrinking features (the collapse of docs/design.md section 1); it can only be lowered by moving them right;
 * matte alignment (learned predictors): the source's own matte moved by A should be the target's;
 * alpha sparsity and binarisation: the character layer is a matte and only where it pays;
 * plate agreement: alpha is penalised where the clip's plate already explains the target pixel, which
   rules out "alpha covers everything and A stays the identity";
 * tracked (label-free variants, optional): L1 between the predicted and OpenCV-tracked affines, strong
   during the warm start and a weak prior afterwards.
-The background invariance loss of DESIGN.md is identically zero with per-clip plates and is not computed.
+The background invariance loss (docs/design.md section 1) is identically zero with per-clip plates and is not computed.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ checkpoint's `artifact`.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 
 from vidrender.errors import UserError
 from vidrender.pipelines.motion import infer
@@ -106,9 +107,7 @@ class MotionTask:
         known = part["affine"] if self.predictor.needs_affines else None
         out = model(part["source"], part["target"], part["clip"], known)
         rows = [part["source"], part["target"], out["frame"], out["alpha"].expand(-1, 3, -1, -1), out["background"]]
-        grid = torch.stack(rows)  # (5, n, 3, S, S)
-        rows_count, columns, channels, size, _ = grid.shape
-        grid = grid.permute(2, 0, 3, 1, 4).reshape(channels, rows_count * size, columns * size)
+        grid = rearrange(torch.stack(rows), "row pair c h w -> c (row h) (pair w)")
         return grid.clamp(0, 1).cpu()
 
     def decompose(self, model: MotionModel) -> list[LayerStack]:

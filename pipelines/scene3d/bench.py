@@ -162,7 +162,7 @@ def scene3d_section(quick: bool) -> dict:
         figures[name] = measure_config(name, quick)
     figures["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     paper = figures["paper"]
-    # the reference figures: its public code on a CPU like this one (see DESIGN.md section 6)
+    # the reference figures: its public code on a CPU like this one (see docs/design.md section 6)
     paper["step_time_vs_reference"] = paper["step_seconds"] / REFERENCE_SECONDS_PER_STEP
     paper["peak_memory_vs_reference"] = paper["peak_rss_mb"] / (REFERENCE_PEAK_GB * 1024)
     return figures

@@ -1,4 +1,4 @@
-"""`vidrender bench`: measured speed and memory figures, one section per subject (DESIGN.md section 5).
+"""`vidrender bench`: measured speed and memory figures, one section per subject (docs/design.md section 5).
 
 Sections are functions registered by name with `@bench_section("name")` (see `registry.py`); the
 framework brings `machine` (CPU, versions, measured peak fp32 matrix-product FLOP/s) and `video`

@@ -1,4 +1,4 @@
-"""Synthetic data with ground truth: moving-character clips for the `motion` pipeline (DESIGN.md section 5).
+"""Synthetic data with ground truth: moving-character clips for the `motion` pipeline (docs/design.md section 5).
 
 `make_clip` renders a clip (`SynthClip`: frames, plate, mattes, sprite, per-frame affines),
 `write_truth` / `read_truth` store it as a truth folder, `write_samples` writes a set of them

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from vidrender import geometry
+from vidrender.compositing import over
 from vidrender.errors import UserError
 from vidrender.synth.motion import MotionRanges, affines_from_placements, random_placements
-from vidrender.synth.render import composite, render_layers, retarget_placement
+from vidrender.synth.render import render_sprite_layers, retarget_placement
 from vidrender.synth.sprites import fit_sprite, procedural_character
 from vidrender.synth.textures import BACKGROUND_KINDS, background_plate
 
@@ -188,8 +189,9 @@ def make_clip(
     )
     sprite_tensor = torch.from_numpy(np.ascontiguousarray(sprite.transpose(2, 0, 1)))
     plate_tensor = torch.from_numpy(np.ascontiguousarray(plate.transpose(2, 0, 1)))
-    premultiplied, alpha = render_layers(sprite_tensor, torch.from_numpy(placements), width, height)
-    clean = composite(premultiplied, alpha, plate_tensor)
+    layers = render_sprite_layers(sprite_tensor, torch.from_numpy(placements), width, height)
+    alpha = layers[:, 3:]
+    clean = over(layers, plate_tensor).clamp(0, 1)
     pixel_affines = torch.from_numpy(affines_from_placements(placements, reference))
     settings = {
         "seed": seed,
@@ -235,5 +237,4 @@ def recompose(character_clip: SynthClip, background: torch.Tensor, affines: torc
     placements = geometry.compose(
         geometry.normalized_to_pixel(affines, width, height), placement.expand(len(affines), 2, 3)
     )
-    premultiplied, alpha = render_layers(character_clip.sprite, placements, width, height)
-    return composite(premultiplied, alpha, background)
+    return over(render_sprite_layers(character_clip.sprite, placements, width, height), background).clamp(0, 1)

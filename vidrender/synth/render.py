@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from vidrender import geometry
-from vidrender.compositing import over
 
 
 def _pixel_from_normalized(width: int, height: int) -> torch.Tensor:
@@ -20,7 +19,7 @@ def _pixel_from_normalized(width: int, height: int) -> torch.Tensor:
     return torch.tensor([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]], dtype=torch.float64)
 
 
-def render_layers(
+def render_sprite_layers(
     sprite: torch.Tensor,
     placements: torch.Tensor,
     width: int,
@@ -30,7 +29,8 @@ def render_layers(
     """Character layers of every frame.
 
     sprite: (4, h, w) straight RGBA in [0, 1]; placements: (T, 2, 3) pixel affines sprite -> frame.
-    Returns (premultiplied RGB (T, 3, H, W), alpha (T, 1, H, W)), float32 in [0, 1].
+    Returns premultiplied RGBA (T, 4, H, W), float32 in [0, 1], to lay `over` a plate
+    (`vidrender/compositing.py`).
     """
     h, w = sprite.shape[-2:]
     premultiplied = torch.cat([sprite[:3] * sprite[3:], sprite[3:]]).float()[None]
@@ -53,13 +53,7 @@ def render_layers(
             align_corners=False,
         )
         layers.append(F.avg_pool2d(fine, supersample))
-    layer = torch.cat(layers).clamp(0, 1)
-    return layer[:, :3], layer[:, 3:]
-
-
-def composite(premultiplied_rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """Character over plate: (T, 3, H, W) premultiplied + (1 - alpha (T, 1, H, W)) * background (3, H, W)."""
-    return over(torch.cat([premultiplied_rgb, alpha], dim=1), background).clamp(0, 1)
+    return torch.cat(layers).clamp(0, 1)
 
 
 def retarget_placement(

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vidrender import geometry
+from vidrender.compositing import over
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
 from vidrender.io.images import read_image
@@ -30,7 +31,7 @@ from vidrender.io.trajectory import read_trajectory, write_trajectory
 from vidrender.io.video import read_video
 from vidrender.io.video_write import write_video
 from vidrender.synth.clips import SynthClip, make_clip
-from vidrender.synth.render import composite, render_layers
+from vidrender.synth.render import render_sprite_layers
 
 TRUTH_FORMAT = "vidrender-synth-truth"
 TRUTH_VERSION = 1
@@ -147,9 +148,9 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
     alpha = _load_sequence(directory / "alpha", count, 1)
     clean = _load_sequence(directory / "frames", count, 3)
     if alpha is None or clean is None:
-        premultiplied, rendered_alpha = render_layers(sprite, placements, width, height)
-        alpha = rendered_alpha if alpha is None else alpha
-        clean = composite(premultiplied, rendered_alpha, background) if clean is None else clean
+        layers = render_sprite_layers(sprite, placements, width, height)
+        alpha = layers[:, 3:] if alpha is None else alpha
+        clean = over(layers, background).clamp(0, 1) if clean is None else clean
     frames = clean
     if (directory / "clip.mp4").is_file():
         frames, _ = read_video(directory / "clip.mp4")
