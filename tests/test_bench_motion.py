@@ -25,6 +25,7 @@ def quick_bench():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_real_cli_runs_every_section_and_ends_with_json(quick_bench):
     sections = quick_bench["bench"]["sections"]
     assert {"machine", "video", "motion"} <= set(sections)
@@ -38,6 +39,7 @@ def _rates(figures: dict) -> None:
     assert figures["peak_rss_increase_mib"] >= 0
 
 
+@pytest.mark.slow
 def test_motion_training_figures_per_variant_and_size(quick_bench):
     training = quick_bench["motion"]["training_pairs"]
     assert set(training) == set(VARIANTS)
@@ -51,6 +53,7 @@ def test_motion_training_figures_per_variant_and_size(quick_bench):
         assert 3.5 < ratio < 4.5
 
 
+@pytest.mark.slow
 def test_motion_export_figures_per_size(quick_bench):
     export = quick_bench["motion"]["export"]
     assert set(export) == {f"{size}px" for size in bench.EXPORT_SIZES}
@@ -64,6 +67,7 @@ def test_motion_export_figures_per_size(quick_bench):
         assert figures["peak_rss_increase_mib"] >= 0
 
 
+@pytest.mark.slow
 def test_motion_compose_and_baseline(quick_bench):
     motion = quick_bench["motion"]
     assert set(motion) == {"threads", "training_pairs", "export", "compose", "classical_baseline"}

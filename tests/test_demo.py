@@ -8,11 +8,15 @@ out.mp4 against the true re-render: A's true sprite moved by A's true affines ov
 import subprocess
 import sys
 
+import pytest
 import torch.nn.functional as F
 
 from vidrender import metrics
 from vidrender.io.video import probe, read_video
 from vidrender.synth import read_truth, recompose
+
+# end to end: the real demo, two trainings and a compose (about a minute)
+pytestmark = pytest.mark.slow
 
 FRAMES = 16
 

@@ -18,6 +18,9 @@ from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth.clips import make_clip
 from vidrender.synth.motion import MotionRanges
 
+# end-to-end trainings of every variant (about 20 s each)
+pytestmark = pytest.mark.slow
+
 SIZE, FRAMES, STEPS = 64, 16, 300
 # The default clip's speed per frame (its motion cycles are for 64 frames; this clip has 16).
 MOTION = MotionRanges(cycles=(0.125, 0.375))
@@ -112,7 +115,8 @@ def test_artifact_holds_what_inference_needs(trained):
 def test_label_free_layers_find_a_character_that_left_the_frame():
     """The failure mode 'character is cut when it leaves the frame' (docs/design.md section 1): after an
     exit of 6 frames the chain of predicted neighbour steps has drifted (IoU 0.55, 31 px here without
-    OpenCV's tracks as candidates); the layers `vidrender train` stores must pick the character up again where it comes back."""
+    OpenCV's tracks as candidates); the layers `vidrender train` stores must pick the character up again
+    where it comes back."""
     truth, task, model = train("frame-pair", frames=24, leave_frame=True)
     area = truth.alpha.flatten(1).sum(1)
     first_gone = int((area == 0).nonzero()[0])

@@ -82,6 +82,7 @@ def straight(tmp_path_factory):
     return truth, output
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(straight, tmp_path):
     truth, reference = straight
     output = tmp_path / "killed.pt"
@@ -104,6 +105,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(straight, tmp_p
     assert _logged_steps(output) == list(range(1, STEPS + 1))
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_at_a_step_boundary_and_resume_matches(straight, tmp_path):
     truth, reference = straight
     output = tmp_path / "interrupted.pt"

@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     return root, image
 
 
+@pytest.mark.slow
 def test_render_one_view_and_animations(trained):
     root, image = trained
     assert _run("scene", "render", str(root / "m.pt"), "--image", str(image), "-o", str(root / "v.png"),
