@@ -1,4 +1,4 @@
-"""A picture of exported layers next to the clip (README "motion on real footage"), from one command.
+"""A picture of exported layers next to the clip (docs/results.md, "motion on real footage"), from one command.
 
 Rows are frames of the clip; columns: the frame, the exported plate (`background.png`), the matte
 (`alpha/%05d.png`) and the character layer (`character/%05d.png`, straight RGBA) over a checkerboard,

@@ -1,4 +1,4 @@
-"""The per-variant results table of pipeline `motion` (README "Results"), regenerated with one command.
+"""The per-variant results table of pipeline `motion` (docs/results.md), regenerated with one command.
 
 For each seed, makes a synthetic 128x128 clip of 64 frames with truth (`vidrender.synth.make_clip`),
 then for each variant does what `vidrender train CLIP -o m.pt --variant V` does with default settings

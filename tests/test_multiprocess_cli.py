@@ -57,7 +57,7 @@ def _ran_on_two_processes(run_dir: Path) -> None:
 def test_motion_train_on_two_processes_with_the_readme_config_then_compose(tmp_path):
     truth = write_truth(make_clip(seed=1, size=32, frames=6), tmp_path / "truth")
     output = tmp_path / "a.pt"
-    # the README's command, run from the repository root as documented (the config's path is relative)
+    # docs/scale.md's command, run from the repository root as documented (the config's path is relative)
     result = _launch("--config_file", "configs/accelerate/cpu2.yaml", "-m", "vidrender", "train", str(truth),
                      "-o", str(output), "--cpu", "--variant", "known", "--affines", "truth", "--size", "32",
                      "--steps", "4", "--set", "train.batch_size=2", "--set", "train.log_every=1", *FAST_INFERENCE,
