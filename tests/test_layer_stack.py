@@ -15,22 +15,25 @@ from vidrender.errors import UserError
 from vidrender.geometry import from_params
 from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
 from vidrender.pipelines.motion.composing import compose
+from vidrender.pipelines.motion.data import relative_affine
 from vidrender.pipelines.motion.decomposition import load_stack
 from vidrender.pipelines.motion.stack import BackgroundLayer, CharacterLayer, LayerStack, read_export, straight
 
 FRAMES, HEIGHT, WIDTH = 5, 24, 32
 
 
-def _stack(seed: int = 0) -> LayerStack:
-    """A plate with a soft-edged square character moving and turning over 5 frames."""
+def _stack(seed: int = 0, reference: int = 0) -> LayerStack:
+    """A plate with a soft-edged square character moving and turning over 5 frames; its layer is at the
+    pose of frame `reference` (whose affine is the identity)."""
     generator = torch.Generator().manual_seed(seed)
     plate = torch.rand(3, HEIGHT, WIDTH, generator=generator)
     ys, xs = torch.meshgrid(torch.arange(HEIGHT) + 0.5, torch.arange(WIDTH) + 0.5, indexing="ij")
     alpha = ((6 - (xs - 16).abs().maximum((ys - 12).abs())) / 2).clamp(0, 1)
     rgba = torch.cat([torch.rand(3, HEIGHT, WIDTH, generator=generator), alpha[None]])
     steps = torch.arange(FRAMES, dtype=torch.float64)
-    affines = from_params(0.08 * steps, -0.05 * steps, 0.1 * steps, 1 + 0.02 * steps).float()
-    return LayerStack(BackgroundLayer.static(plate, FRAMES), [CharacterLayer(rgba, affines, 0)], 12.0,
+    affines = relative_affine(from_params(0.08 * steps, -0.05 * steps, 0.1 * steps, 1 + 0.02 * steps), reference,
+                              slice(None)).float()
+    return LayerStack(BackgroundLayer.static(plate, FRAMES), [CharacterLayer(rgba, affines, reference)], 12.0,
                       (WIDTH, HEIGHT), "square")
 
 
@@ -118,8 +121,9 @@ class TestLayerStack:
         with pytest.raises(UserError, match="not a dict"):
             LayerStack.from_dict([1], "test", version=2)
 
-    def test_export_round_trip_within_8_bits(self, tmp_path):
-        stack = _stack()
+    @pytest.mark.parametrize("reference", [0, 2])
+    def test_export_round_trip_within_8_bits(self, tmp_path, reference):
+        stack = _stack(reference=reference)
         stack.export(tmp_path / "layers")
         names = sorted(path.name for path in (tmp_path / "layers").iterdir())
         assert names == ["affine.json", "alpha", "background.png", "camera.json", "character", "stack.json"]
