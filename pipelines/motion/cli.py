@@ -26,6 +26,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")] = False,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with an error (checkpoint kept) if a clip's character is lost.")
+    ] = False,
 ) -> None:
     """Learn a clip's character, background and motion; write a checkpoint for compose and export."""
     from vidrender.config import load_config
@@ -42,9 +45,16 @@ def train(
     check_output_file(output)
     loaded = load_clips(clips, PREDICTORS[settings.variant].needs_affines, affines or [], max_frames)
     decomposition = fit(loaded, settings, output.with_name(output.stem + ".run"), resume=resume, cpu=cpu)
-    if decomposition is not None:
-        decomposition.save(output)
-        print(output)
+    if decomposition is None:
+        return
+    decomposition.save(output)
+    print(output)
+    lost = [report.describe(clip.name) for clip, report in zip(loaded, decomposition.reports, strict=True)
+            if report.failed]
+    for line in lost:
+        _warn(line)
+    if lost and strict:
+        raise UserError(f"{lost[0]} (--strict; the checkpoint was written)")
 
 
 def export(
@@ -55,8 +65,13 @@ def export(
     """Write a trained clip's layers: stack.json, background.png, camera.json, character/ (RGBA), alpha/,
     affine.json."""
     from vidrender.pipelines.motion.decomposition import load_stack
+    from vidrender.pipelines.motion.diagnostics import empty_layers
 
-    load_stack(checkpoint, clip).export(output)
+    stack = load_stack(checkpoint, clip)
+    for number in empty_layers(stack):
+        _warn(f"{checkpoint}: character layer {number} is empty (alpha <= 0.5 everywhere); its frames are "
+              "written fully transparent")
+    stack.export(output)
     print(output)
 
 
@@ -71,6 +86,13 @@ def evaluate(
     from vidrender.pipelines.motion.evaluation import evaluate
 
     print(json.dumps(evaluate(load_stack(checkpoint, clip), truth, baseline)))
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, in the form of the command line's errors."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold yellow]warning:[/] {message}", markup=True)
 
 
 def _pair(text: str, name: str, separator: str = ",") -> tuple[float, float]:

@@ -10,7 +10,7 @@ Version-1 checkpoints (one flat entry per clip: plate, character, affines, ...) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from vidrender.config import from_dict, to_dict
 from vidrender.errors import UserError
 from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
 from vidrender.pipelines.motion.config import MotionConfig
+from vidrender.pipelines.motion.diagnostics import LayerReport
 from vidrender.pipelines.motion.stack import LayerStack, read_export
 
 PIPELINE = "motion"
@@ -28,11 +29,13 @@ RETIRED_KEYS = {"data": ("curriculum_steps",)}
 
 @dataclass
 class Decomposition:
-    """A trained model of pipeline `motion` and the layer stacks of the clips it was trained on."""
+    """A trained model of pipeline `motion` and the layer stacks of the clips it was trained on; `reports`
+    (one per clip, from `fit`; not saved) say how much of what moves in each clip its layers explain."""
 
     config: MotionConfig
     weights: dict[str, torch.Tensor]
     stacks: list[LayerStack]
+    reports: list[LayerReport] = field(default_factory=list)
 
     def artifact(self) -> dict:
         """The checkpoint's `artifact`: what inference needs without the training clips."""

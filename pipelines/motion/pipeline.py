@@ -17,6 +17,7 @@ from pathlib import Path
 from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.data import Clip
 from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.diagnostics import layer_report
 from vidrender.pipelines.motion.task import MotionTask
 from vidrender.train import train
 
@@ -39,4 +40,8 @@ def fit(clips: list[Clip], config: MotionConfig, run_dir: str | Path, resume: bo
     if not PartialState().is_main_process:
         return None
     # 3. fit each clip's layer stack to its frames at native resolution
-    return Decomposition(config, model.state_dict(), task.decompose(model))
+    stacks = task.decompose(model)
+    # 4. check each stack against its clip: a character layer that explains almost nothing of what moves
+    #    is reported (`Decomposition.reports`), never silent
+    reports = [layer_report(stack, clip.frames.float()) for stack, clip in zip(stacks, clips, strict=True)]
+    return Decomposition(config, model.state_dict(), stacks, reports)
