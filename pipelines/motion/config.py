@@ -39,6 +39,7 @@ class LossConfig:
     alpha_binary: float = 0.02  # alpha (1 - alpha): a matte, not a blend
     plate_agreement: float = 0.1  # alpha where the plate already explains the target pixel
     plate_agreement_scale: float = 0.05  # colour distance below which "the plate explains the pixel"
+    moving_coverage: float = 0.05  # share of the moving pixels the mattes leave uncovered; fades out over the warmup
     regulariser_warmup: int = 200  # steps over which the three alpha terms ramp up from 0 (alpha stays alive)
     tracked: float = 1.0  # label-free: L1 of predicted to tracked affines at step 0 (fades over the warm start)
     tracked_prior: float = 0.1  # ... and after the warm start: an anchor that keeps A from escaping

@@ -67,10 +67,12 @@ def check_clip(clip: Clip, min_frames: int = 2) -> None:
 class PairDataset(Dataset):
     """All pairs (s, t), 1 <= |t - s| <= max_gap, of every clip; frames already at training size S.
 
-    frames: list of (T_c, 3, S, S) tensors; affines / tracked: per clip, (T_c, 2, 3) or None.
+    frames: list of (T_c, 3, S, S) tensors; affines / tracked: per clip, (T_c, 2, 3) or None; moving: per
+    clip, (T_c, 1, S, S) in {0, 1}, where each frame differs from the clip's median plate (or None).
     Items (default-collatable): `source`, `target` (3, S, S) in [0, 1]; `clip`, `source_index`,
     `target_index`, `gap` (= t - s, nonzero) as int64 scalars; `affine` (2, 3) the known s -> t
-    affine (identity if unknown); `tracked` (2, 3) the tracked s -> t affine
+    affine (identity if unknown); `source_moving`, `target_moving` (1, S, S) each frame's moving pixels
+    (zeros if none given); `tracked` (2, 3) the tracked s -> t affine
     (identity if none).
     """
 
@@ -80,11 +82,13 @@ class PairDataset(Dataset):
         max_gap: int,
         affines: list[torch.Tensor | None] | None = None,
         tracked: list[torch.Tensor | None] | None = None,
+        moving: list[torch.Tensor] | None = None,
     ):
         self.frames = frames
         self.max_gap = max_gap
         self.affines = affines or [None] * len(frames)
         self.tracked = tracked or [None] * len(frames)
+        self.moving = moving or [torch.zeros_like(clip_frames[:, :1]) for clip_frames in frames]
         pairs = [
             (clip, source, source + gap)
             for clip, clip_frames in enumerate(frames)
@@ -113,4 +117,6 @@ class PairDataset(Dataset):
             "gap": torch.tensor(target - source),
             "affine": self._affine(self.affines[clip], source, target),
             "tracked": self._affine(self.tracked[clip], source, target),
+            "source_moving": self.moving[clip][source],
+            "target_moving": self.moving[clip][target],
         }

@@ -8,6 +8,9 @@
 * alpha sparsity and binarisation: the character layer is a matte and only where it pays;
 * plate agreement: alpha is penalised where the clip's plate already explains the target pixel, which
   rules out "alpha covers everything and A stays the identity";
+* moving coverage: early in training, each frame's own matte must cover the pixels where the frame differs
+  from the clip's median plate (the classical difference matte), which rules out "the matte empties
+  before it has learnt where the character is" (a small character: docs/design.md section 1);
 * tracked (label-free variants, optional): L1 between the predicted and OpenCV-tracked affines, strong
   during the warm start and a weak prior afterwards.
 The background invariance loss (docs/design.md section 1) is identically zero with per-clip plates and is not computed.
@@ -82,6 +85,17 @@ def plate_agreement(alpha: torch.Tensor, background: torch.Tensor, target: torch
     return (alpha * torch.exp(-distance / scale**2)).mean()
 
 
+def moving_coverage(alpha: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Share of the moving pixels (B, 1, H, W) in {0, 1} that the mattes alpha (B, 1, H, W) leave uncovered
+    (0 = all covered, 1 = none); 0 where nothing moves.
+
+    A floor, not a target: it only pushes alpha up where the frame differs from the median plate, so the
+    matte learns where the character is from the first step, before the scene loss can tell it. It fades
+    out as the matte priors ramp in (`motion_loss`); from then on the scene loss alone decides.
+    """
+    return ((1 - alpha) * moving).sum() / moving.sum().clamp_min(1.0)
+
+
 def affine_l1(predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of normalized affines (B, 2, 3)."""
     return (predicted - reference).abs().mean()
@@ -122,6 +136,7 @@ def motion_loss(
         "plate_agreement": plate_agreement(
             out["target_matte"], out["background"], target, weights.plate_agreement_scale
         ),
+        "moving_coverage": moving_coverage(own_mattes, torch.cat([batch["source_moving"], batch["target_moving"]])),
     }
     if "aligned" in out:
         alignment_l1, alignment_ssim = scene_terms(out["aligned"], target)
@@ -131,6 +146,7 @@ def motion_loss(
     ramp = min(1.0, step / weights.regulariser_warmup) if weights.regulariser_warmup > 0 else 1.0
     weight = {name: getattr(weights, name) * (ramp if name in RAMPED_TERMS else 1.0) for name in terms}
     weight["matte_alignment"] *= 1.0 - teacher
+    weight["moving_coverage"] *= 1.0 - ramp
     if "alignment" in terms:
         weight["alignment"] *= 1.0 - teacher
     weight["tracked"] = tracked

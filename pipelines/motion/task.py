@@ -14,10 +14,11 @@ from einops import rearrange
 
 from vidrender.errors import UserError
 from vidrender.pipelines.motion import infer
-from vidrender.pipelines.motion.background import lower_median_plate
+from vidrender.pipelines.motion.background import lower_median_plate, median_plate
 from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.data import Clip, PairDataset, check_clip, resize_frames
 from vidrender.pipelines.motion.decomposition import Decomposition
+from vidrender.pipelines.motion.difference_matte import difference_matte
 from vidrender.pipelines.motion.losses import motion_loss
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.predictors import PREDICTORS
@@ -50,6 +51,8 @@ class MotionTask:
         self.train_frames = [resize_frames(clip.frames.float(), config.data.size) for clip in clips]
         self.known = [None if clip.affines is None else clip.affines.float() for clip in clips]
         self.tracked = tracked if tracked is not None else self._track_if_needed()
+        # what moves in each training frame (the classical difference matte): the floor of `loss.moving_coverage`
+        self.moving = [difference_matte(frames, median_plate(frames)) for frames in self.train_frames]
 
     @property
     def guided(self) -> bool:
@@ -71,7 +74,7 @@ class MotionTask:
         return model
 
     def build_dataset(self) -> PairDataset:
-        return PairDataset(self.train_frames, self.config.data.max_gap, self.known, self.tracked)
+        return PairDataset(self.train_frames, self.config.data.max_gap, self.known, self.tracked, self.moving)
 
     def warm_start_weight(self, step: int) -> float:
         """How far the warm start of a guided predictor still is from over at `step`: 1 for the first half
