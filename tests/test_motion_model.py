@@ -7,7 +7,7 @@ from vidrender.errors import UserError
 from vidrender.geometry import from_params, invert, warp
 from vidrender.pipelines.motion.config import LossConfig, ModelConfig, MotionConfig
 from vidrender.pipelines.motion.data import PairDataset, relative_affine
-from vidrender.pipelines.motion.losses import equivariance, motion_loss
+from vidrender.pipelines.motion.losses import equivariance, motion_loss, moving_coverage
 from vidrender.pipelines.motion.model import CharacterEncoder, MotionModel
 from vidrender.pipelines.motion.predictors import FeaturePairPredictor, FramePairPredictor
 
@@ -175,13 +175,35 @@ def test_pairs_have_gaps_one_to_k_in_both_directions():
 def test_loss_logs_every_term_and_warm_start_only_when_asked(model):
     frame = blob_frame()
     batch = {"source": frame, "target": warp(frame, shift(2, 0)), "clip": torch.tensor([0]),
-             "tracked": shift(2, 0)}
+             "tracked": shift(2, 0), "source_moving": torch.zeros_like(frame[:, :1]),
+             "target_moving": torch.zeros_like(frame[:, :1])}
     out = model(batch["source"], batch["target"], batch["clip"])
     loss, logs = motion_loss(out, batch, LossConfig(), step=1000, tracked=0.0)
     assert torch.isfinite(loss) and "tracked" not in logs
-    assert {"scene_l1", "scene_ssim", "equivariance", "alpha_sparsity", "alpha_binary", "plate_agreement"} <= set(logs)
+    assert {"scene_l1", "scene_ssim", "equivariance", "alpha_sparsity", "alpha_binary", "plate_agreement",
+            "moving_coverage"} <= set(logs)
     warm_loss, warm_logs = motion_loss(out, batch, LossConfig(), step=1000, tracked=1.0)
     assert warm_logs["tracked"] > 0 and warm_loss > loss
+
+
+def test_moving_coverage_is_a_floor_that_fades_out(model):
+    """Uncovered moving pixels cost the most at step 0 and nothing once the matte priors have ramped in."""
+    frame = blob_frame()
+    moving = (frame.mean(1, keepdim=True) > 0.5).float()
+    assert moving.sum() > 10
+    assert moving_coverage(moving, moving) == 0 and moving_coverage(torch.zeros_like(moving), moving) == 1
+    assert moving_coverage(torch.zeros_like(moving), torch.zeros_like(moving)) == 0  # nothing moves
+    batch = {"source": frame, "target": frame, "clip": torch.tensor([0]), "tracked": shift(0, 0),
+             "source_moving": moving, "target_moving": moving}
+    out = model(batch["source"], batch["target"], batch["clip"])
+    weights = LossConfig()
+    totals = [motion_loss(out, batch, weights, step=step)[0].item() for step in (0, weights.regulariser_warmup)]
+    without = LossConfig(moving_coverage=0.0)
+    plain = [motion_loss(out, batch, without, step=step)[0].item() for step in (0, weights.regulariser_warmup)]
+    uncovered = motion_loss(out, batch, weights, step=0)[1]["moving_coverage"]
+    assert uncovered > 0.05  # an untrained matte leaves the blob partly uncovered
+    assert totals[0] - plain[0] == pytest.approx(weights.moving_coverage * uncovered, rel=1e-4)
+    assert totals[1] == pytest.approx(plain[1], rel=1e-6)
 
 
 @pytest.mark.parametrize("override", ["variant=sideways", "data.size=20", "loss.scene_l1=-1.0", "data.max_gap=0"])
