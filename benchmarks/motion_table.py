@@ -11,9 +11,12 @@ across machines or resumed; `--force` recomputes).
 
     python benchmarks/motion_table.py [--seeds 0 1 2] [--variants known frame-pair feature-pair]
         [--out DIR] [--force] [--reinfer] [--set key=value ...] [--noise STD] [--jpeg-quality Q] [--leave-frame]
+        [--size S | --size W H] [--coverage C] [--photo]
 
-The last three make harder clips (sensor noise, JPEG artefacts, a character that leaves the frame and
-comes back); each combination has its own folder, OUT/seedN-noise0.02-jpeg75-leave.
+`--noise`, `--jpeg-quality` and `--leave-frame` make harder clips (sensor noise, JPEG artefacts, a
+character that leaves the frame and comes back); `--size W H` a non-square clip, `--coverage` a set
+character size, `--photo` the cat of samples/photos over its coffee-cup photograph. Each combination has
+its own folder, e.g. OUT/seedN-noise0.02-jpeg75-leave or OUT/seedN-320x180-cover0.04-photo.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from vidrender.config import load_config
 from vidrender.io.checkpoint import load_checkpoint
+from vidrender.io.images import read_image
 from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.decomposition import Decomposition
 from vidrender.pipelines.motion.evaluation import evaluate
@@ -163,9 +167,18 @@ def mean_rows(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
     return {variant: mean([rows[variant] for rows in per_seed.values()]) for variant in variants}
 
 
-def clip_folder_name(seed: int, noise: float, jpeg_quality: int | None, leave_frame: bool) -> str:
-    """seedN, plus -noiseS, -jpegQ and -leave for each hardening that is on."""
-    parts = [f"seed{seed}"]
+def photo_layers() -> dict:
+    """make_clip's `character` and `background`: the cat and the coffee-cup photograph of samples/photos."""
+    photos = Path(__file__).resolve().parents[1] / "samples" / "photos"
+    return {"character": read_image(photos / "cat.png"), "background": read_image(photos / "coffee.jpg")}
+
+
+def clip_folder_name(seed: int, noise: float, jpeg_quality: int | None, leave_frame: bool,
+                     shape: str = "", coverage: float | None = None, photo: bool = False) -> str:
+    """seedN, plus -noiseS, -jpegQ and -leave for each hardening that is on, -WxH for a non-default size,
+    -coverC for a set character size and -photo for the cat over the photograph."""
+    parts = [f"seed{seed}", *([shape] if shape else []), *([f"cover{coverage:g}"] if coverage else []),
+             *(["photo"] if photo else [])]
     if noise:
         parts.append(f"noise{noise:g}")
     if jpeg_quality is not None:
@@ -181,7 +194,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["known", "frame-pair", "feature-pair"],
                         choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("motion-table"))
-    parser.add_argument("--size", type=int, default=128, help="clip side in pixels")
+    parser.add_argument("--size", type=int, nargs="+", default=[128], metavar="S",
+                        help="clip side in pixels, or width and height (e.g. 320 180)")
+    parser.add_argument("--coverage", type=float, default=None,
+                        help="share of the frame the character covers (default: random, 7-15 %%)")
+    parser.add_argument("--photo", action="store_true",
+                        help="samples/photos: the cat over the coffee-cup photograph instead of procedural layers")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="recompute results kept from earlier runs")
     parser.add_argument("--reinfer", action="store_true",
@@ -192,24 +210,32 @@ def main() -> None:
     parser.add_argument("--leave-frame", action="store_true", help="the character leaves the frame and returns")
     args = parser.parse_args()
     hardening = dict(noise=args.noise, jpeg_quality=args.jpeg_quality, leave_frame=args.leave_frame)
+    if len(args.size) not in (1, 2):
+        parser.error("--size takes one side or a width and a height")
+    width, height = args.size * 2 if len(args.size) == 1 else args.size
+    shape = "" if (width, height) == (128, 128) else f"{width}x{height}"
+    layers = photo_layers() if args.photo else {}
 
     per_seed: dict[int, dict[str, dict]] = {}
     for seed in args.seeds:
-        clip_dir = args.out / clip_folder_name(seed, **hardening)
+        clip_dir = args.out / clip_folder_name(seed, **hardening, shape=shape, coverage=args.coverage, photo=args.photo)
         truth_dir = clip_dir / "truth"
         if not truth_dir.exists():
-            write_truth(make_clip(seed, size=args.size, frames=args.frames, **hardening), truth_dir)
+            clip = make_clip(seed, size=(width, height), frames=args.frames, coverage=args.coverage, **layers,
+                             **hardening)
+            write_truth(clip, truth_dir)
         per_seed[seed] = {
             variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force, args.reinfer)
             for variant in args.variants
         }
-        print(f"\nseed {seed} ({args.size}x{args.size}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
+        print(f"\nseed {seed} ({width}x{height}, {args.frames} frames)\n\n{table(per_seed[seed])}", flush=True)
     mean = mean_rows(per_seed)
     print(f"\nmean over seeds {args.seeds}\n\n{table(mean)}")
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                "load_average": os.getloadavg()[0]}
-    print(json.dumps({"machine": machine, "size": args.size, "frames": args.frames, "seeds": args.seeds, **hardening,
+    print(json.dumps({"machine": machine, "size": [width, height], "coverage": args.coverage, "photo": args.photo,
+                      "frames": args.frames, "seeds": args.seeds, **hardening,
                       "overrides": args.overrides, "per_seed": per_seed, "mean": mean}))
 
 
