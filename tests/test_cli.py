@@ -69,3 +69,20 @@ def test_samples_writes_truth_folders(tmp_path):
     clips = [read_truth(tmp_path / "s" / f"clip{i}") for i in range(2)]
     assert [c.frames.shape for c in clips] == [(6, 3, 32, 32)] * 2
     assert not torch.equal(clips[0].background, clips[1].background)
+
+
+@pytest.mark.parametrize("aspect, width", [("16:9", 64), ("9:16", 20), ("21:9", 84)])
+def test_samples_of_any_aspect_and_character_size(tmp_path, aspect, width):
+    from vidrender.synth import read_truth
+
+    result = _run("samples", str(tmp_path / "s"), "-n", "1", "--size", "36", "--aspect", aspect,
+                  "--coverage", "0.03", "--frames", "4")
+    assert result.returncode == 0, result.stderr
+    clip = read_truth(tmp_path / "s" / "clip0")
+    assert clip.frames.shape == (4, 3, 36, width)
+    assert clip.alpha[0].mean().item() == pytest.approx(0.03, rel=0.35)
+
+
+def test_samples_refuses_a_bad_aspect(tmp_path):
+    result = _run("samples", str(tmp_path / "s"), "--aspect", "wide")
+    assert result.returncode == 2 and "--aspect" in result.stderr and not (tmp_path / "s").exists()

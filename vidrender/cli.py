@@ -51,15 +51,31 @@ def _global_options(
 def samples(
     directory: Annotated[Path, typer.Argument(help="Folder to write DIR/clip0, DIR/clip1, ... into.")],
     count: Annotated[int, typer.Option("-n", "--count", help="How many clips.")] = 3,
-    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
+    size: Annotated[int, typer.Option(help="Frame side in pixels (the height with --aspect).")] = 128,
+    aspect: Annotated[str | None, typer.Option(help="Width:height of the frame, e.g. 16:9 or 9:16.")] = None,
+    coverage: Annotated[
+        float | None, typer.Option(help="Share of the frame the character covers, e.g. 0.04 (default 7-15 %).")
+    ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the first clip (the next ones count up).")] = 0,
 ) -> None:
     """Write synthetic clips with ground truth (plate, mattes, affines) for training and `eval`."""
     from vidrender.synth.truth import write_samples
 
-    for path in write_samples(directory, n=count, size=size, frames=frames, seed=seed):
+    shape = size if aspect is None else (_width_for(aspect, size), size)
+    for path in write_samples(directory, n=count, size=shape, frames=frames, seed=seed, coverage=coverage):
         print(path)
+
+
+def _width_for(aspect: str, height: int) -> int:
+    """The even frame width of `height` at `aspect` "W:H" (even: H.264 needs it)."""
+    try:
+        across, down = (float(part) for part in aspect.split(":"))
+    except ValueError:
+        raise UserError(f"--aspect: expected W:H like 16:9, got {aspect!r}") from None
+    if not (0 < across < 1e4 and 0 < down < 1e4):
+        raise UserError(f"--aspect: {aspect} is not a usable frame shape")
+    return max(2, 2 * round(height * across / down / 2))
 
 
 def _register_pipelines() -> None:

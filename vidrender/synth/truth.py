@@ -173,16 +173,19 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
 
 
 def write_samples(
-    directory: str | os.PathLike, n: int = 3, size: int = 128, frames: int = 64, seed: int = 0
+    directory: str | os.PathLike, n: int = 3, size: int | tuple[int, int] = 128, frames: int = 64, seed: int = 0,
+    coverage: float | None = None,
 ) -> list[Path]:
     """Write `n` truth folders DIR/clip0, DIR/clip1, ... from seeds seed, seed+1, ...; returns their paths.
 
-    Every third clip (clip2, clip5, ...) has its character leave the frame and come back.
+    size: a side, or (W, H) for a non-square clip; coverage: the share of the frame the character covers
+    (None: random, 7-15 %). Every third clip (clip2, clip5, ...) has its character leave the frame and come
+    back.
     """
     if n < 1:
         raise UserError(f"number of sample clips must be at least 1, got {n}")
     paths = []
     for index in range(n):
-        clip = make_clip(seed=seed + index, size=size, frames=frames, leave_frame=index % 3 == 2)
+        clip = make_clip(seed=seed + index, size=size, frames=frames, leave_frame=index % 3 == 2, coverage=coverage)
         paths.append(write_truth(clip, Path(directory) / f"clip{index}"))
     return paths
