@@ -10,6 +10,7 @@ checkpoint's `artifact`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from vidrender.errors import UserError
@@ -51,8 +52,11 @@ class MotionTask:
         self.train_frames = [resize_frames(clip.frames.float(), config.data.size) for clip in clips]
         self.known = [None if clip.affines is None else clip.affines.float() for clip in clips]
         self.tracked = tracked if tracked is not None else self._track_if_needed()
-        # what moves in each training frame (the classical difference matte): the floor of `loss.moving_coverage`
-        self.moving = [difference_matte(frames, median_plate(frames)) for frames in self.train_frames]
+        # what surely moves in each training frame, the floor of `loss.moving_coverage`: the classical
+        # difference matte less a one-pixel rim (its blur and closing reach past the character's edge, and a
+        # floor there fattened short trainings' mattes)
+        self.moving = [-F.max_pool2d(-difference_matte(frames, median_plate(frames)), 3, stride=1, padding=1)
+                       for frames in self.train_frames]
 
     @property
     def guided(self) -> bool:
