@@ -49,7 +49,7 @@ from vidrender.pipelines.motion.config import VARIANTS, DataConfig, InferConfig,
 from vidrender.pipelines.motion.data import Clip
 from vidrender.pipelines.motion.decomposition import Decomposition
 from vidrender.pipelines.motion.predictors import PREDICTORS
-from vidrender.pipelines.motion.stack import LayerStack, write_layer_frames
+from vidrender.pipelines.motion.stack import LayerStack, character_file_names, write_layer_frames
 from vidrender.pipelines.motion.task import MotionTask
 from vidrender.synth import make_clip
 
@@ -230,8 +230,8 @@ def write_pngs(folder: Path, stack: LayerStack, moved: list[torch.Tensor]) -> No
 
     write_image(folder / "background.png", stack.background.plate)
     for number, frames in enumerate(moved, start=1):
-        suffix = "" if number == 1 else f"_{number}"
-        write_layer_frames(folder / f"character{suffix}", folder / f"alpha{suffix}", frames)
+        names = character_file_names(number)
+        write_layer_frames(folder / names["layer"], folder / names["alpha"], frames)
 
 
 def export_figures(scratch: Path, size: int, plan: Plan) -> dict:

@@ -33,6 +33,7 @@ from vidrender.errors import UserError
 from vidrender.geometry import invert, warp
 from vidrender.io.atomic import atomic_path
 from vidrender.io.images import read_image, write_image
+from vidrender.io.json_file import read_json_object
 from vidrender.io.trajectory import read_trajectory, write_trajectory
 
 EXPORT_FORMAT = "vidrender-layers"
@@ -206,15 +207,20 @@ class LayerStack:
                 {"frames": self.background.camera.tolist(), "convention": CAMERA_CONVENTION,
                  "width": width, "height": height}, indent=1))
             for number, character in enumerate(self.characters, start=1):
-                suffix = "" if number == 1 else f"_{number}"
-                names = {"layer": f"character{suffix}", "alpha": f"alpha{suffix}", "affines": f"affine{suffix}.json",
-                         "reference": character.reference}
+                names = {**character_file_names(number), "reference": character.reference}
                 write_layer_frames(tmp / names["layer"], tmp / names["alpha"], character.moved())
                 write_trajectory(tmp / names["affines"], character.affines, width, height, self.fps,
                                  character.reference)
                 manifest["characters"].append(names)
             (tmp / "stack.json").write_text(json.dumps(manifest, indent=1))
         return Path(folder)
+
+
+def character_file_names(number: int) -> dict[str, str]:
+    """Where character `number` (from 1, back to front) lives in an export folder: its `layer` and `alpha`
+    folders and its `affines` file (`character`, `alpha`, `affine.json`; then `character_2`, ...)."""
+    suffix = "" if number == 1 else f"_{number}"
+    return {"layer": f"character{suffix}", "alpha": f"alpha{suffix}", "affines": f"affine{suffix}.json"}
 
 
 def write_layer_frames(layer_folder: Path, alpha_folder: Path, moved: torch.Tensor) -> None:
@@ -238,7 +244,7 @@ def read_export(folder: str | Path) -> LayerStack:
     folder = Path(folder)
     manifest_path = folder / "stack.json"
     if manifest_path.is_file():
-        manifest = _read_json(manifest_path)
+        manifest = read_json_object(manifest_path)
         if manifest.get("format") != EXPORT_FORMAT or not isinstance(manifest.get("version"), int):
             raise UserError(f"{manifest_path}: not a vidrender layer-stack manifest")
         if manifest["version"] > EXPORT_VERSION:
@@ -307,16 +313,6 @@ def _index(value, count: int, where: str) -> int:
     return value
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        payload = json.loads(path.read_text())
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{path}: not valid JSON ({str(err)[:120]})") from None
-    if not isinstance(payload, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return payload
-
-
 def _read_rgb(path: Path) -> torch.Tensor:
     image = read_image(path)
     return torch.from_numpy(image[..., :3]).permute(2, 0, 1).float().contiguous() / 255
@@ -324,7 +320,7 @@ def _read_rgb(path: Path) -> torch.Tensor:
 
 def _read_camera(path: Path, count: int) -> torch.Tensor:
     try:
-        camera = torch.as_tensor(_read_json(path).get("frames"), dtype=torch.float32)
+        camera = torch.as_tensor(read_json_object(path).get("frames"), dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError):
         raise UserError(f"{path}: \"frames\" must be a list of 3x3 number matrices") from None
     if camera.shape != (count, 3, 3) or not torch.isfinite(camera).all():

@@ -27,6 +27,7 @@ from vidrender.compositing import over
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
 from vidrender.io.images import read_image
+from vidrender.io.json_file import read_json_object
 from vidrender.io.trajectory import read_trajectory, write_trajectory
 from vidrender.io.video import read_video
 from vidrender.io.video_write import write_video
@@ -90,16 +91,6 @@ def write_truth(clip: SynthClip, directory: str | os.PathLike, clean_frames: boo
     return directory
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
-
-
 def _load_sequence(folder: Path, count: int, channels: int) -> torch.Tensor | None:
     """Frames 00000..count-1 of a PNG folder as (T, C, H, W), or None if the folder is absent."""
     if not folder.is_dir():
@@ -122,7 +113,7 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
     missing = [name for name in _REQUIRED if not (directory / name).is_file()]
     if missing:
         raise UserError(f"{directory} is not a vidrender truth folder (missing {', '.join(missing)})")
-    meta = _read_json(directory / "meta.json")
+    meta = read_json_object(directory / "meta.json")
     if meta.get("format") != TRUTH_FORMAT or not isinstance(meta.get("version"), int):
         raise UserError(f"{directory / 'meta.json'}: not a vidrender truth description")
     if meta["version"] > TRUTH_VERSION:
