@@ -1,15 +1,21 @@
 """Read videos and image sequences as upright uint8 RGB(A) frames, or as one float tensor (PyAV).
 
-Inputs: any file FFmpeg decodes (mp4, mov, mkv, webm, avi, animated gif, ...), a folder of images
+Inputs: any file FFmpeg decodes (mp4, mov, mkv, webm, avi, animated gif, animated png, ...), an
+animated WebP (decoded with Pillow: FFmpeg's WebP decoder reads stills only), a folder of images
 (naturally sorted: 2.png before 10.png), a glob pattern (`frames/*.png`) or a printf pattern
-(`frames/%05d.png`), or a single still image (a one-frame clip).
+(`frames/%05d.png`), or a single still image (a one-frame clip). A container's cover pictures
+(attached pictures, as in music files) are not its video: the first other video stream is read.
 
 Conventions:
 - A frame is a numpy array (H, W, 3) RGB or (H, W, 4) RGBA, uint8, straight (not premultiplied) alpha.
-- Rotation metadata (the display matrix) is applied, so frames come out the way players show them;
-  width and height in `VideoInfo` are after that rotation.
+- The display matrix (rotation metadata, mirrors included) is applied exactly as the ffmpeg command
+  line's autorotate applies it (`autorotate_filters`), so frames come out the way players show them;
+  width and height in `VideoInfo` are after it.
 - Times are seconds from the clip's first frame. Image sequences have no timing: they play at
   IMAGE_SEQUENCE_FPS (FFmpeg's default for image sequences).
+- Every consumer wants evenly spaced frames, so a clip whose timestamps are uneven (variable frame
+  rate) is resampled by timestamps to a constant rate, like `ffmpeg -fps_mode cfr`; an evenly timed
+  clip is read frame by frame, unchanged.
 - Alpha in VP8/VP9 (webm) is a side channel that only libvpx's decoders read (FFmpeg's native
   decoders drop it), so those streams are decoded with libvpx when they carry alpha.
 
@@ -28,16 +34,18 @@ import glob
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from vidrender.errors import UserError
 from vidrender.io.images import IMAGE_SUFFIXES, image_size, list_images, natural_key, read_image
@@ -48,16 +56,31 @@ FITS = ("short", "crop", "pad", "stretch")
 
 _ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}
 _PRINTF_FIELD = re.compile(r"%(0?)(\d*)d")
+# Automatic resampling of a variable frame rate clip makes at most this many frames per stored frame on
+# average: timestamps further apart than that are damage (a corrupt file), not timing, and are not trusted
+MAX_AVERAGE_REPEAT = 1000
+# What each filter of FFmpeg's autorotate does, as (counter-clockwise quarter turns, then a left-right
+# mirror); transpose's *_flip modes are the diagonal transposes, vflip is a half turn then a mirror
+_FILTER_ORIENTATION = {
+    "transpose=cclock": (1, False),
+    "transpose=clock": (3, False),
+    "transpose=cclock_flip": (3, True),
+    "transpose=clock_flip": (1, True),
+    "hflip": (0, True),
+    "vflip": (2, True),
+}
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a clip is, as stored (before any resizing or resampling asked of the reader).
+    """What a clip is, as read by default (before any resizing or resampling asked of the reader).
 
-    width, height: pixels after applying `rotation`. fps: nominal frame rate (average for variable
-    frame rate). frame_count: exact when `frame_count_exact`, else duration * fps rounded.
-    duration: seconds. rotation: counter-clockwise degrees the stored frames are turned to show
-    them upright (0, 90, 180 or -90). has_alpha: the pixel format carries an alpha channel.
+    width, height: pixels after the display matrix. fps: the frame rate frames are read at: the
+    nominal rate of an evenly timed clip; for variable frame rate (`variable_frame_rate`), the rate
+    it is resampled to (the stream's guessed rate, else its average). frame_count: exact when
+    `frame_count_exact`, else duration * fps rounded. duration: seconds. rotation: counter-clockwise
+    degrees the stored frames are turned to show them upright (0, 90, 180 or -90), after which they
+    are mirrored left-right if `mirrored`. has_alpha: the pixel format carries an alpha channel.
     """
 
     path: Path
@@ -69,6 +92,8 @@ class VideoInfo:
     rotation: int
     has_alpha: bool
     frame_count_exact: bool
+    mirrored: bool = False
+    variable_frame_rate: bool = False
 
 
 @dataclass
@@ -83,7 +108,9 @@ class _SourceFrame:
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Describe a clip (video file, image folder or pattern) without reading all of it.
 
-    Decodes the first frame only (for its rotation metadata). Raises UserError on any unreadable input.
+    Decodes the first frame only (for its display matrix), and reads the frames' timestamps without
+    decoding them (to tell a variable frame rate: from the index of an MP4 or MOV, else one pass over
+    the packets). Raises UserError on any unreadable input.
     """
     with _open_source(path) as source:
         return source.info
@@ -109,7 +136,9 @@ def iter_frames(
         the long side to size and letterboxes to size x size with black (transparent if alpha);
         "stretch" resizes to size x size. None keeps the native size.
     fps: resample to this frame rate by timestamps (the frame on screen at each tick of the new
-        rate is taken, so variable frame rate clips come out evenly spaced); None keeps every frame.
+        rate is taken). None keeps every frame of an evenly timed clip, and resamples a variable
+        frame rate clip (uneven timestamps) to `probe(path).fps`, duplicating and dropping frames
+        like `ffmpeg -fps_mode cfr`, so frames always come out evenly spaced.
     step: keep every step-th frame (after resampling).
     start, end: seconds from the first frame; frames with timestamps in [start, end) are read
         (with `fps`, the ticks of the new rate run from start to end).
@@ -126,10 +155,13 @@ def iter_frames(
         start_time = None if start is None else _exact(start)
         end_time = None if end is None else _exact(end)
         frames = source.frames(start_time or Fraction(0))
-        if fps is None:
-            selected = _within(frames, start_time, end_time)
-        else:
+        if fps is not None:
             selected = _resample(frames, _exact(fps), start_time, end_time, source.period)
+        elif source.resample_rate is not None:  # uneven timestamps: resample to the rate probe reports
+            timeline_end = source.timeline_end if end_time is None else min(end_time, source.timeline_end)
+            selected = _resample(frames, source.resample_rate, start_time, timeline_end, source.period)
+        else:
+            selected = _within(frames, start_time, end_time)
         selected = islice(selected, 0, (max_frames - 1) * step + 1 if max_frames else None, step)
         count = 0
         last_frame, last_pixels = None, None
@@ -147,8 +179,9 @@ def iter_frames(
 def read_video(path: str | os.PathLike, **options) -> tuple[torch.Tensor, VideoInfo]:
     """Read a clip as one (T, C, H, W) float32 tensor in [0, 1], C = 3 (or 4 with alpha=True).
 
-    Takes the same keyword options as `iter_frames`. The VideoInfo describes the source as stored
-    (native size and fps), not the returned tensor. When the number of frames is known beforehand the
+    Takes the same keyword options as `iter_frames`. The VideoInfo describes the clip as read by
+    default (native size; fps the rate frames come out at, which for variable frame rate is the rate
+    it is resampled to), not the returned tensor. When the number of frames is known beforehand the
     tensor is allocated once and filled frame by frame; otherwise the uint8 frames are gathered and
     converted once at the end.
     """
@@ -317,6 +350,11 @@ def _open_source(path, max_pixels: int = DEFAULT_MAX_PIXELS, downscaling: bool =
         return _ImageSequence(path, files, max_pixels, downscaling)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
+            animation = _animation_format(path)
+            if animation == "PNG":  # FFmpeg's apng demuxer reads every frame, with its timing
+                return _VideoFile(path, max_pixels, downscaling)
+            if animation == "WEBP":
+                return _AnimatedWebP(path, max_pixels, downscaling)
             return _ImageSequence(path, [path], max_pixels, downscaling)
         return _VideoFile(path, max_pixels, downscaling)
     if _PRINTF_FIELD.search(text) or glob.has_magic(text):
@@ -371,6 +409,7 @@ class _ImageSequence:
         _check_pixels(files[0], width, height, max_pixels, downscaling)
         self.size = (width, height)
         self.period = 1 / Fraction(IMAGE_SEQUENCE_FPS)
+        self.resample_rate = None  # stills are evenly timed by definition
         count = len(files)
         self.info = VideoInfo(
             path=path,
@@ -408,6 +447,111 @@ class _ImageSequence:
         return pixels
 
 
+def _animation_format(path: Path) -> str | None:
+    """"PNG" or "WEBP" for an animated PNG or WebP (more than one frame, from the header), else None.
+
+    A file Pillow cannot open is left to the still-image reader, which reports it.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format in ("PNG", "WEBP") and getattr(image, "n_frames", 1) > 1:
+                return image.format
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        pass
+    return None
+
+
+def _webp_durations(data: bytes) -> list[int]:
+    """Each frame's duration in milliseconds, from an animated WebP's ANMF chunks (RIFF layout: a chunk
+    is a four-letter kind, a little-endian size and a payload padded to even length; an ANMF payload
+    holds its duration as 24 bits at byte 12)."""
+    durations, position = [], 12  # after "RIFF", the file size and "WEBP"
+    while position + 8 <= len(data):
+        kind, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        if kind == b"ANMF" and size >= 16:
+            durations.append(int.from_bytes(data[position + 20 : position + 23], "little"))
+        position += 8 + size + (size & 1)
+    return durations
+
+
+class _AnimatedWebP:
+    """An animated WebP, decoded with Pillow (FFmpeg's WebP decoder reads stills only).
+
+    Each frame is shown for the duration the file gives it; uneven durations are resampled like a
+    variable frame rate video, to the rate of the shortest frame, so that no frame is dropped.
+    """
+
+    def __init__(self, path: Path, max_pixels: int, downscaling: bool):
+        self.path = path
+        try:
+            self.image = Image.open(path)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UserError(f"{path}: cannot read animated WebP ({err})") from err
+        try:
+            self._describe(max_pixels, downscaling)
+        except BaseException:
+            self.image.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.image.close()
+        return False
+
+    def _describe(self, max_pixels: int, downscaling: bool) -> None:
+        width, height = self.image.size
+        _check_pixels(self.path, width, height, max_pixels, downscaling)
+        durations = _webp_durations(self.path.read_bytes())
+        if len(durations) != self.image.n_frames:
+            raise UserError(
+                f"{self.path}: animated WebP lists {len(durations)} frame durations for "
+                f"{self.image.n_frames} frames; the file is damaged"
+            )
+        self.times = [Fraction(total, 1000) for total in accumulate(durations, initial=0)]
+        total = self.times[-1]
+        shortest = min((duration for duration in durations if duration > 0), default=0)
+        self.period = Fraction(shortest, 1000) if shortest else 1 / Fraction(IMAGE_SEQUENCE_FPS)
+        starts = self.times[:-1]
+        # judged by when frames start, as a video's timestamps are (the last frame's length is not timing)
+        self.resample_rate = None if _evenly_spaced([int(time * 1000) for time in starts]) else 1 / self.period
+        self.timeline_end = total
+        count = len(durations)
+        if self.resample_rate is not None:
+            fps, count = self.resample_rate, max(1, round(total * self.resample_rate))
+        elif count > 1 and starts[-1] > 0:
+            fps = (count - 1) / starts[-1]  # the spacing of the frames
+        else:
+            fps = 1 / self.period
+        self.info = VideoInfo(
+            path=self.path,
+            fps=float(fps),
+            width=width,
+            height=height,
+            frame_count=count,
+            duration=float(total),
+            rotation=0,
+            has_alpha=self.image.mode in ("RGBA", "LA", "PA"),
+            frame_count_exact=self.resample_rate is None,
+            variable_frame_rate=self.resample_rate is not None,
+        )
+
+    def frames(self, start: Fraction) -> Iterator[_SourceFrame]:
+        """Frames from the one on screen at `start`, each decoded as it is reached (Pillow decodes in
+        order, so a frame is converted now rather than when it is picked)."""
+        for index in range(self.image.n_frames):
+            time, duration = self.times[index], self.times[index + 1] - self.times[index]
+            if time + duration <= start and index + 1 < self.image.n_frames:
+                continue
+            try:
+                self.image.seek(index)
+                pixels = np.asarray(self.image.convert("RGBA")).copy()
+            except (OSError, EOFError, ValueError) as err:
+                raise UserError(f"{self.path}: decode error at frame {index} ({err}); the file is damaged") from err
+            yield _SourceFrame(time, duration or self.period, lambda alpha, pixels=pixels: _set_alpha(pixels, alpha))
+
+
 class _VideoFile:
     """One video stream of a container file, decoded with PyAV (libvpx when VP8/VP9 carry alpha)."""
 
@@ -434,10 +578,7 @@ class _VideoFile:
             self.container = av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
             raise UserError(f"{self.path}: not a video file FFmpeg can read ({err})") from err
-        if not self.container.streams.video:
-            self.container.close()
-            raise UserError(f"{self.path}: has no video stream (audio-only or data file?)")
-        self.stream = self.container.streams.video[0]
+        self.stream = self._video_stream()
         context = self.stream.codec_context
         if context is None:
             self.container.close()
@@ -448,19 +589,28 @@ class _VideoFile:
         else:
             self.decoder = context
 
+    def _video_stream(self) -> av.video.stream.VideoStream:
+        """The first video stream that is not a cover picture (an attached picture is one still image,
+        however early in the file it comes; FFmpeg ranks it last when it picks a video stream too)."""
+        streams = self.container.streams.video
+        videos = [stream for stream in streams if not stream.disposition & av.stream.Disposition.attached_pic]
+        if videos:
+            return videos[0]
+        self.container.close()
+        if streams:
+            raise UserError(f"{self.path}: holds only a cover picture (attached picture), no video stream to read")
+        raise UserError(f"{self.path}: has no video stream (audio-only or data file?)")
+
     def _describe(self, max_pixels: int, downscaling: bool) -> None:
         stream, context = self.stream, self.stream.codec_context
         _check_pixels(self.path, context.width, context.height, max_pixels, downscaling)
         self.time_base = stream.time_base or Fraction(1, 90_000)
         self.start_pts = stream.start_time or 0
-        duration = self._declared_duration()
+        declared = self._declared_duration()
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        if not rate and duration and stream.frames:
-            rate = Fraction(stream.frames) / duration
+        if not rate and declared and stream.frames:
+            rate = Fraction(stream.frames) / declared
         self.period = 1 / Fraction(rate) if rate else 1 / Fraction(IMAGE_SEQUENCE_FPS)
-        if duration is None and stream.frames:
-            duration = stream.frames * self.period
-        frame_count = stream.frames or round((duration or 0) / self.period)
         # the display matrix reaches us on decoded frames only, so decode the first one now and
         # hand it to frames() later instead of decoding it twice
         decoded = self._decoded()
@@ -468,19 +618,80 @@ class _VideoFile:
         if first is None:
             raise UserError(f"{self.path}: holds no video frames")
         self._head = (first, decoded)
-        rotation = _quarter_turns(first.rotation) * 90
-        width, height = context.width, context.height
+        turns, mirrored = _orientation(autorotate_filters(_display_matrix(first)))
+        width, height = (context.height, context.width) if turns % 2 else (context.width, context.height)
+        ticks = self._timestamps()
+        duration, frame_count = self._length(declared, ticks)
+        self.resample_rate = self._resample_rate(declared, ticks)
+        if self.resample_rate is not None:  # read at the rate it is resampled to, for as long as it lasts
+            duration = self.timeline_end
+            frame_count = max(1, round(duration * self.resample_rate))
         self.info = VideoInfo(
             path=self.path,
-            fps=float(1 / self.period),
-            width=height if rotation in (90, -90) else width,
-            height=width if rotation in (90, -90) else height,
+            fps=float(self.resample_rate or 1 / self.period),
+            width=width,
+            height=height,
             frame_count=frame_count,
-            duration=float(duration if duration is not None else frame_count * self.period),
-            rotation=rotation,
+            duration=float(duration),
+            rotation=(0, 90, 180, -90)[turns],
             has_alpha=self.vpx_alpha or _format_has_alpha(context.pix_fmt),
-            frame_count_exact=stream.frames > 0,
+            frame_count_exact=stream.frames > 0 and self.resample_rate is None,
+            mirrored=mirrored,
+            variable_frame_rate=self.resample_rate is not None,
         )
+
+    def _length(self, declared: Fraction | None, ticks: list[int]) -> tuple[Fraction, int]:
+        """(duration, frame count) of the stream as stored: from the header, else from the timestamps
+        (an animated PNG's header gives neither)."""
+        frames = self.stream.frames
+        duration = declared
+        if duration is None and frames:
+            duration = frames * self.period
+        if duration is None and ticks:
+            duration = (ticks[-1] - ticks[0]) * self.time_base + self.period
+        duration = duration or Fraction(0)
+        return duration, frames or round(duration / self.period)
+
+    def _resample_rate(self, declared: Fraction | None, ticks: list[int]) -> Fraction | None:
+        """The constant rate to resample to if the stored timestamps are uneven, else None.
+
+        The rate is the stream's guessed rate (FFmpeg's `av_guess_frame_rate`, the rate `ffmpeg -fps_mode
+        cfr` gives its output when no `-r` says otherwise), else its average. Also sets `timeline_end`,
+        where resampling stops: the declared length or the last timestamp plus a frame, whichever is
+        later. Timestamps spread so far that resampling would repeat each stored frame over
+        MAX_AVERAGE_REPEAT times on average are damage, not timing: such a clip is read frame by frame.
+        """
+        if _evenly_spaced(ticks):
+            return None
+        rate = Fraction(self.stream.guessed_rate or 0) or 1 / self.period
+        self.timeline_end = max(declared or 0, (ticks[-1] - ticks[0]) * self.time_base + 1 / rate)
+        if self.timeline_end * rate > MAX_AVERAGE_REPEAT * len(ticks):
+            return None
+        return rate
+
+    def _timestamps(self) -> list[int]:
+        """The stream's presentation timestamps in time-base ticks, sorted, without decoding a frame.
+
+        MP4 and MOV index every frame when the file is opened, as decode times: a muxer spaces those
+        evenly when the frames are shown evenly, so an even index settles it without reading the file.
+        Otherwise the packets are read once (not decoded), in a second handle so the decoding position
+        is untouched. A damaged file gives the timestamps read before the damage; decoding reports it.
+        """
+        stream = self.stream
+        entries = stream.index_entries
+        if stream.frames > 0 and len(entries) >= stream.frames:
+            decode_times = sorted(entry.timestamp for entry in entries if not entry.is_discard)
+            if _evenly_spaced(decode_times):
+                return decode_times
+        ticks = []
+        try:
+            with av.open(str(self.path)) as scan:
+                for packet in scan.demux(scan.streams[stream.index]):
+                    if packet.pts is not None and packet.size:
+                        ticks.append(packet.pts)
+        except (av.FFmpegError, OSError, UnicodeDecodeError):
+            pass  # keep what was read: judging the timing by it is as good as it gets
+        return sorted(ticks)
 
     def _declared_duration(self) -> Fraction | None:
         """The video stream's length from the header: stream duration, a DURATION tag (Matroska),
@@ -589,7 +800,7 @@ class _VideoFile:
 
 def _frame_converter(decoded: av.VideoFrame) -> Callable[[bool], np.ndarray]:
     """Upright pixels of one decoded frame, converted through 16 bits when the format has more than 8."""
-    turns = _quarter_turns(decoded.rotation)
+    turns, mirrored = _orientation(autorotate_filters(_display_matrix(decoded)))
 
     def pixels(alpha: bool) -> np.ndarray:
         deep = any(component.bits > 8 for component in decoded.format.components)
@@ -598,15 +809,100 @@ def _frame_converter(decoded: av.VideoFrame) -> Callable[[bool], np.ndarray]:
             array = ((wide.astype(np.uint32) + 128) // 257).astype(np.uint8)
         else:
             array = decoded.to_ndarray(format="rgba" if alpha else "rgb24")
-        return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
+        return _orient(array, turns, mirrored)
 
     return pixels
 
 
-def _quarter_turns(degrees: float) -> int:
-    """Counter-clockwise quarter turns for a display rotation; -1, 0, 1 or 2 (non-right angles round)."""
-    turns = round(degrees / 90) % 4
-    return -1 if turns == 3 else turns
+def _display_matrix(decoded: av.VideoFrame) -> tuple[int, ...] | None:
+    """The frame's display matrix (nine int32, FFmpeg's layout), or None; decoders copy the stream's
+    matrix onto every frame."""
+    side_data = decoded.side_data.get("DISPLAYMATRIX")
+    if side_data is None or side_data.buffer_size < 36:
+        return None
+    return struct.unpack("=9i", bytes(side_data)[:36])
+
+
+def autorotate_filters(matrix: Sequence[int] | None) -> tuple[str, ...]:
+    """The filters the ffmpeg command line inserts to show a frame with this display matrix upright.
+
+    A transcription of FFmpeg's autorotate (fftools: `get_rotation` in cmdutils.c, the branch on it in
+    ffmpeg_filter.c): the angle is `av_display_rotation_get`'s, rounded, turned clockwise and taken
+    modulo 360; a quarter turn is one `transpose` whose mode (a plain turn, or a turn and a flip) follows
+    the sign of the matrix's third entry; a half turn is `hflip` and/or `vflip` by the signs of the
+    diagonal (a mirror comes out as a half turn and one flip); no turn is `vflip` if the matrix flips
+    vertically, else nothing. Other angles give `rotate=<degrees>*PI/180`; a degenerate matrix, nothing.
+    matrix: nine int32 in FFmpeg's layout (16.16 fixed point), or None for none.
+    """
+    if matrix is None:
+        return ()
+    a, b, c, d = (value / 65536 for value in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    scale_x, scale_y = math.hypot(a, c), math.hypot(b, d)
+    if scale_x == 0 or scale_y == 0:  # av_display_rotation_get gives NaN, which matches no branch
+        return ()
+    counter_clockwise = -math.degrees(math.atan2(b / scale_y, a / scale_x))
+    theta = -_c_round(counter_clockwise)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return ("transpose=cclock_flip" if matrix[3] > 0 else "transpose=clock",)
+    if abs(theta - 180) < 1:
+        return ("hflip",) * (matrix[0] < 0) + ("vflip",) * (matrix[4] < 0)
+    if abs(theta - 270) < 1:
+        return ("transpose=clock_flip" if matrix[3] < 0 else "transpose=cclock",)
+    if abs(theta) > 1:
+        return (f"rotate={theta:f}*PI/180",)
+    return ("vflip",) if abs(theta) < 1 and matrix[4] < 0 else ()
+
+
+def _c_round(value: float) -> float:
+    """C's round(): halves away from zero (Python's round() takes them to even)."""
+    return math.copysign(math.floor(abs(value) + 0.5), value)
+
+
+def _orientation(filters: Sequence[str]) -> tuple[int, bool]:
+    """What a chain of autorotate filters does, as (counter-clockwise quarter turns 0-3, then mirror).
+
+    A `rotate` by an angle that is not a right angle (FFmpeg turns the picture inside the same frame
+    size) is rounded to the nearest quarter turn, so every frame keeps its full picture.
+    """
+    turns, mirrored = 0, False
+    for name in filters:
+        if name.startswith("rotate="):
+            clockwise = float(name.removeprefix("rotate=").removesuffix("*PI/180"))
+            return round(-clockwise / 90) % 4, False
+        step, mirror = _FILTER_ORIENTATION[name]
+        # a mirror reverses the sense of any turn that comes after it
+        turns = (turns - step if mirrored else turns + step) % 4
+        mirrored ^= mirror
+    return turns, mirrored
+
+
+def _orient(array: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """Turn (H, W, C) pixels counter-clockwise by quarter turns, then mirror them left-right."""
+    if turns:
+        array = np.rot90(array, turns)
+    if mirrored:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(array) if turns or mirrored else array
+
+
+def _evenly_spaced(ticks: list[int]) -> bool:
+    """Whether sorted integer timestamps lie on one evenly spaced grid, each within a quarter step.
+
+    The grid runs from the first timestamp to the last in equal steps. Containers round timestamps
+    (webm to whole milliseconds: 30 fps is 33, 67, 100 ms, ...), which moves them by under a tick,
+    far less than a quarter step; a frame held one step too long moves its neighbours by a third of a
+    step or more. Fewer than three timestamps are even; a repeated timestamp is not.
+    """
+    if len(set(ticks)) < len(ticks):  # two frames for one instant: one of them is never shown
+        return False
+    ticks = sorted(ticks)
+    steps = len(ticks) - 1
+    if steps < 2:
+        return True
+    first, span = ticks[0], ticks[-1] - ticks[0]
+    # |(t - first) - i * span / steps| <= span / steps / 4, multiplied through by 4 * steps
+    return all(4 * abs((tick - first) * steps - index * span) <= span for index, tick in enumerate(ticks))
 
 
 def _format_has_alpha(pix_fmt: str | None) -> bool:
