@@ -22,6 +22,7 @@ folders without `stack.json` (one character, a static camera).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from vidrender.io.atomic import atomic_path
 from vidrender.io.images import read_image, write_image
 from vidrender.io.json_file import read_json_object
 from vidrender.io.trajectory import read_trajectory, write_trajectory
+from vidrender.io.video import DEFAULT_MAX_PIXELS
+from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
 
 EXPORT_FORMAT = "vidrender-layers"
 EXPORT_VERSION = 2
@@ -161,7 +164,13 @@ class LayerStack:
     @classmethod
     def from_dict(cls, entry: dict, where: str, version: int) -> LayerStack:
         """Read and check a checkpoint's clip entry (`version` 1 entries are converted); a damaged or
-        hand-edited entry is one `UserError` naming what is wrong, never a traceback later."""
+        hand-edited entry is one `UserError` naming what is wrong, never a traceback later.
+
+        Sizes are checked against the entry's own, before any value is read: the plate (3, H, W) is at
+        the stated native size (W, H) and within the video reader's frame limit, every character layer is
+        (4, H, W) with one affine per frame, the camera has one matrix per frame, the frames are no more
+        than `train` holds of a clip of that size (MAX_CLIP_BYTES), and fps is finite and positive.
+        """
         if not isinstance(entry, dict):
             raise UserError(f"{where}: damaged motion checkpoint, the clip entry is not a dict")
         if version == 1:
@@ -169,29 +178,22 @@ class LayerStack:
         background, characters = entry.get("background"), entry.get("characters")
         if not isinstance(background, dict) or not isinstance(characters, list) or not characters:
             raise UserError(f"{where}: damaged motion checkpoint, no background or no character layers")
-        plate = _tensor(background.get("plate"), where, "plate", (3, None, None))
+        plate = _shaped(background.get("plate"), where, "plate", (3, None, None))
         height, width = plate.shape[-2:]
-        if min(height, width) < 2:
-            raise UserError(f"{where}: damaged motion checkpoint, a {width}x{height} plate")
-        layers = []
-        for character in characters:
-            if not isinstance(character, dict):
-                raise UserError(f"{where}: damaged motion checkpoint, a character layer is not a dict")
-            rgba = _tensor(character.get("rgba"), where, "character", (4, height, width))
-            affines = _tensor(character.get("affines"), where, "affines", (None, 2, 3))
-            reference = character.get("reference")
-            layers.append(CharacterLayer(rgba, affines, _index(reference, len(affines), where) if len(affines) else 0))
+        _check_frame_size(entry.get("native_size"), width, height, where)
+        plate = _finite(plate, where, "plate")
+        layers = [_character_from_dict(character, height, width, where) for character in characters]
         count = len(layers[0].affines)
         if count == 0 or any(len(layer.affines) != count for layer in layers):
             raise UserError(f"{where}: damaged motion checkpoint, the character layers have "
                             f"{', '.join(str(len(layer.affines)) for layer in layers)} affines")
-        camera = _tensor(background.get("camera"), where, "camera", (count, 3, 3))
-        fps = entry.get("fps")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
-            raise UserError(f"{where}: damaged motion checkpoint, fps is {str(fps)[:20]!r}")
-        native = entry.get("native_size")
-        native = tuple(native) if isinstance(native, (list, tuple)) and len(native) == 2 else (width, height)
-        return cls(BackgroundLayer(plate, camera), layers, float(fps), native, str(entry.get("name", "clip")))
+        if version == 1:  # a static camera, made only now that the frame count is known to be sane
+            camera = torch.eye(3).expand(count, 3, 3).clone()
+        else:
+            camera = _tensor(background.get("camera"), where, "camera", (count, 3, 3))
+        name = entry.get("name", "clip")
+        return cls(BackgroundLayer(plate, camera), layers, _fps(entry.get("fps"), where), (width, height),
+                   name if isinstance(name, str) else _short(name, 60))
 
     def export(self, folder: str | Path) -> Path:
         """Write the stack as an export folder (docs/formats.md), atomically: `stack.json`,
@@ -278,22 +280,87 @@ def read_export(folder: str | Path) -> LayerStack:
 
 def _from_version_1(entry: dict, where: str) -> dict:
     """A format-version-1 clip entry (plate, character, affines, fps, native_size, reference, mattes) in
-    the version-2 form: one character, a static camera. The per-frame mattes are dropped (they were the
-    reference alpha moved by the affines, which the stack recomputes)."""
+    the version-2 form: one character; its static camera is made by `from_dict` once the frame count is
+    checked. The per-frame mattes are dropped (they were the reference alpha moved by the affines, which
+    the stack recomputes)."""
     missing = [key for key in ("plate", "character", "affines", "fps", "reference") if key not in entry]
     if missing:
         raise UserError(f"{where}: damaged motion checkpoint, a clip lacks {', '.join(missing)}")
-    affines = entry["affines"]
-    frames = len(affines) if isinstance(affines, torch.Tensor) and affines.dim() == 3 else 0
     return {
         "name": entry.get("name", "clip"), "fps": entry["fps"], "native_size": entry.get("native_size"),
-        "background": {"plate": entry["plate"], "camera": torch.eye(3).expand(frames, 3, 3).clone()},
-        "characters": [{"rgba": entry["character"], "affines": affines, "reference": entry["reference"]}],
+        "background": {"plate": entry["plate"]},
+        "characters": [{"rgba": entry["character"], "affines": entry["affines"], "reference": entry["reference"]}],
     }
+
+
+def _character_from_dict(character, height: int, width: int, where: str) -> CharacterLayer:
+    """A checkpoint's character entry, checked: rgba (4, H, W) and affines (T, 2, 3), T within the frames
+    a clip of W x H may have (checked before the affines' values are read), reference below T."""
+    if not isinstance(character, dict):
+        raise UserError(f"{where}: damaged motion checkpoint, a character layer is not a dict")
+    rgba = _tensor(character.get("rgba"), where, "character", (4, height, width))
+    affines = _shaped(character.get("affines"), where, "affines", (None, 2, 3))
+    _check_frame_count(len(affines), width, height, where)
+    affines = _finite(affines, where, "affines")
+    reference = _index(character.get("reference"), len(affines), where) if len(affines) else 0
+    return CharacterLayer(rgba, affines, reference)
+
+
+def _check_frame_size(native, width: int, height: int, where: str) -> None:
+    """A plate of `width` x `height` must be a frame the video reader accepts (at least 2 x 2, at most
+    DEFAULT_MAX_PIXELS) and match the entry's `native_size` [W, H] where it states one (files written
+    before it existed load without)."""
+    if min(height, width) < 2:
+        raise UserError(f"{where}: damaged motion checkpoint, a {width}x{height} plate")
+    if native is not None:
+        if not (isinstance(native, (list, tuple)) and len(native) == 2
+                and all(isinstance(side, int) and not isinstance(side, bool) for side in native)):
+            raise UserError(f"{where}: damaged motion checkpoint, native_size is {_short(native, 40)!r}, "
+                            f"not [width, height]")
+        if tuple(native) != (width, height):
+            raise UserError(f"{where}: damaged motion checkpoint, the plate is {width}x{height} but native_size is "
+                            f"{_short(native[0], 20)}x{_short(native[1], 20)}")
+    if width * height > DEFAULT_MAX_PIXELS:
+        raise UserError(f"{where}: damaged motion checkpoint, the plate is {width}x{height} "
+                        f"({width * height / 1e6:.0f} Mpixel), over the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpixel")
+
+
+def _check_frame_count(frames: int, width: int, height: int, where: str) -> None:
+    """`frames` frames of `width` x `height` must fit the memory `train` allows a clip (float32 RGB), as
+    every reader of the stack renders them at that size."""
+    needed = frames * 3 * width * height * 4
+    if needed > MAX_CLIP_BYTES:
+        raise UserError(f"{where}: damaged motion checkpoint, affines has {frames} frames; {frames} frames of "
+                        f"{width}x{height} need {needed / 1024**3:.1f} GB, over the limit of "
+                        f"{MAX_CLIP_BYTES / 1024**3:.0f} GB for a clip")
+
+
+def _fps(value, where: str) -> float:
+    """The entry's frame rate: a finite positive number (an integer too large for a float is refused)."""
+    try:
+        fps = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        fps = math.inf
+    if not 0 < fps < math.inf:
+        raise UserError(f"{where}: damaged motion checkpoint, fps is {_short(value, 20)!r}")
+    return fps
+
+
+def _short(value, limit: int) -> str:
+    """`str(value)` cut to `limit` characters; Python refuses to print integers of over 4300 digits."""
+    try:
+        return str(value)[:limit]
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
 
 
 def _tensor(value, where: str, name: str, shape: tuple[int | None, ...]) -> torch.Tensor:
     """`value` checked to be a finite float tensor of `shape` (None: any size); float32 copy."""
+    return _finite(_shaped(value, where, name, shape), where, name)
+
+
+def _shaped(value, where: str, name: str, shape: tuple[int | None, ...]) -> torch.Tensor:
+    """`value` checked to be a float tensor of `shape` (None: any size), without reading its values."""
     if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
         raise UserError(f"{where}: damaged motion checkpoint, {name} is not a float tensor")
     wrong = value.dim() != len(shape) or any(
@@ -301,6 +368,11 @@ def _tensor(value, where: str, name: str, shape: tuple[int | None, ...]) -> torc
     if wrong:
         expected = "x".join("N" if want is None else str(want) for want in shape)
         raise UserError(f"{where}: damaged motion checkpoint, {name} has shape {tuple(value.shape)}, not {expected}")
+    return value
+
+
+def _finite(value: torch.Tensor, where: str, name: str) -> torch.Tensor:
+    """`value` checked to hold no NaN or infinity; float32 (a copy unless it is float32 already)."""
     if not torch.isfinite(value).all():
         raise UserError(f"{where}: damaged motion checkpoint, {name} holds NaN or infinite values")
     return value.float()
@@ -308,7 +380,7 @@ def _tensor(value, where: str, name: str, shape: tuple[int | None, ...]) -> torc
 
 def _index(value, count: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
-        raise UserError(f"{where}: damaged motion checkpoint, reference frame is {str(value)[:20]}, "
+        raise UserError(f"{where}: damaged motion checkpoint, reference frame is {_short(value, 20)}, "
                         f"not a frame index below {count}")
     return value
 
