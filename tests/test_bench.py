@@ -94,7 +94,7 @@ def test_unknown_only_section_is_a_clear_error():
 
 def test_json_out_folder_is_refused_before_measuring(tmp_path):
     result = _invoke("--only", "nope", "--json-out", str(tmp_path))
-    assert isinstance(result.exception, UserError) and "is a folder" in str(result.exception)
+    assert isinstance(result.exception, UserError) and "already exists" in str(result.exception)
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """The `vidrender` command line: one typer app, commands registered by each pipeline.
 
-Every command reports a mistake the user can fix (`UserError`) as one line on stderr and exit code 2;
-`--debug` shows the full traceback instead. Heavy imports (torch, av) happen inside commands so that
+Every command reports a mistake the user can fix (`UserError`, or a bad option) as one line on stderr and
+exit code 2; `--debug` shows the full traceback instead. Ctrl-C, SIGTERM and SIGHUP stop a command the
+same way (temporary outputs removed, training saved at a step boundary) with one line and exit code
+128 + the signal's number (130 for Ctrl-C). Heavy imports (torch, av) happen inside commands so that
 `vidrender --help` stays fast.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +19,7 @@ from rich.console import Console
 
 from vidrender import __version__
 from vidrender.bench.command import register as register_bench
-from vidrender.errors import UserError
+from vidrender.errors import Interrupted, UserError
 
 app = typer.Typer(
     name="vidrender",
@@ -28,6 +31,8 @@ app = typer.Typer(
 )
 register_bench(app)
 _debug = {"enabled": False}
+# click's UsageError (bad or missing options), whether typer vendors click or imports it
+_UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
 _registered: list[bool] = []
 
 
@@ -58,12 +63,19 @@ def samples(
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the first clip (the next ones count up).")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing clip folders (ones holding only sample files).")
+    ] = False,
 ) -> None:
     """Write synthetic clips with ground truth (plate, mattes, affines) for training and `eval`."""
-    from vidrender.synth.truth import write_samples
+    from vidrender.io.outputs import Output, claim_outputs
+    from vidrender.synth.truth import TRUTH_NAMES, sample_folders, write_samples
 
     shape = size if aspect is None else (_width_for(aspect, size), size)
-    for path in write_samples(directory, n=count, size=shape, frames=frames, seed=seed, coverage=coverage):
+    outputs = [Output(folder, folder=True, own_names=TRUTH_NAMES) for folder in sample_folders(directory, count)]
+    with claim_outputs(outputs, overwrite=overwrite):
+        paths = write_samples(directory, n=count, size=shape, frames=frames, seed=seed, coverage=coverage)
+    for path in paths:
         print(path)
 
 
@@ -97,15 +109,51 @@ def main(argv: list[str] | None = None) -> None:
         # accept `--debug` after the command too (`vidrender train ... --debug`), where users put it
         args.remove("--debug")
         args.insert(0, "--debug")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    command = typer.main.get_command(app)
     try:
-        app(args=args, prog_name="vidrender")
+        _run(command, args)
+        sys.exit(0)  # as click's own main does, so callers of main() see one way of ending
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
     except UserError as err:
         if _debug["enabled"]:
             raise
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}", markup=True)
+        _error_line(f"[bold red]error:[/] {err}")
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if _debug["enabled"]:
             raise
-        Console(stderr=True).print("[bold red]interrupted[/]")
-        sys.exit(130)
+        stop = err if isinstance(err, Interrupted) else Interrupted()
+        _error_line(f"[bold red]stopped:[/] {stop}")
+        sys.exit(128 + stop.signum)
+
+
+def _run(command, args: list[str]) -> None:
+    """Parse `args` and run the command, raising what goes wrong (typer's own main would turn Ctrl-C into a
+    silent exit and a bad option into a box of lines); a bad option becomes a UserError."""
+    try:
+        with command.make_context("vidrender", args) as context:
+            command.invoke(context)
+    except _UsageError as err:
+        if type(err).__name__ != "NoArgsIsHelpError":
+            raise UserError(_one_line(err)) from err
+        err.ctx.get_help()  # `vidrender` or `vidrender scene` alone: typer prints the help
+        raise typer.Exit(2) from None
+
+
+def _stop_on_signal(signum: int, frame) -> None:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does (see the module doc)."""
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
+
+def _one_line(err: Exception) -> str:
+    """A usage error with the command it is about, on one line."""
+    command = err.ctx.command_path if err.ctx is not None else "vidrender"
+    message = " ".join(err.format_message().split())
+    return f"{command}: {message} (see {command} --help)"
+
+
+def _error_line(text: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=True)

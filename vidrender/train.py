@@ -22,21 +22,24 @@ Failing early and cleanly:
   its disk has room for `keep_checkpoints + 1` training states (about 3x the model's size each: weights
   and Adam's two moments) plus MIN_FREE_BYTES (for the final `.pt`, previews and logs); a save that
   still fails (the disk filled up meanwhile) is a one-line error that keeps the previous checkpoint.
-* Ctrl-C (SIGINT) asks the loop to stop at the end of the current optimizer step, where it saves a
-  checkpoint and raises UserError; all processes agree on the step to stop at. A second Ctrl-C
-  stops at once without saving (the last checkpoint is kept).
+* Ctrl-C (SIGINT), SIGTERM or SIGHUP asks the loop to stop at the end of the current optimizer step,
+  where it saves a checkpoint and raises `Interrupted`; all processes agree on the step to stop at. A
+  second signal stops at once without saving (the last checkpoint is kept). The partial checkpoint
+  folders a SIGKILL leaves are removed when the next run starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,7 +51,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vidrender.config import TrainConfig
-from vidrender.errors import UserError
+from vidrender.errors import Interrupted, UserError
+from vidrender.io.outputs import Output, check_writable, claim_outputs, launched_main_process
 from vidrender.schedule import cosine
 
 CHECKPOINT_PREFIX = "step_"
@@ -143,38 +147,33 @@ def check_process_count(num_processes: int) -> None:
         )
 
 
-def check_output_location(folder: str | Path, need_bytes: int = MIN_FREE_BYTES) -> None:
-    """Raise UserError unless `folder` (existing or still to be created) can be written with `need_bytes` free.
+# everything `train` writes in a run folder: with --overwrite, a run folder holding anything else is kept
+RUN_FOLDER_NAMES = re.compile(r"checkpoints|previews|log\.jsonl|tensorboard")
 
-    Creates nothing: writes and removes a nameless file in the nearest existing ancestor, which catches
-    read-only file systems and what `os.access` misjudges (root, network file systems), then checks the
-    free space there with `shutil.disk_usage`.
+
+def run_folder(output: str | Path) -> Path:
+    """The run folder a training command keeps beside its checkpoint: NAME.run for NAME.pt."""
+    output = Path(output)
+    return output.with_name(output.stem + ".run")
+
+
+@contextlib.contextmanager
+def claimed_training_outputs(output: Path, inputs: Sequence[Path], resume: bool, overwrite: bool) -> Iterator[Path]:
+    """The output policy (`vidrender.io.outputs`) for a training command writing checkpoint `output`.
+
+    Claims the checkpoint and, unless resuming, a fresh run folder: an earlier run's folder is continued
+    only with `resume` and replaced only with `overwrite` (so two runs never mix checkpoints or logs).
+    Yields the run folder.
     """
-    folder = Path(folder).absolute()
-    existing = next(path for path in [folder, *folder.parents] if path.exists())
-    if not existing.is_dir():
-        if existing == folder:
-            raise UserError(f"{folder}: is a file, not a folder; cannot write into it")
-        raise UserError(f"{folder}: cannot be created, {existing} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise UserError(f"{folder}: cannot write there ({err.strerror or err})") from None
-    free = shutil.disk_usage(existing).free
-    if free < need_bytes:
-        raise UserError(
-            f"{folder}: only {free / 1024**2:.0f} MB free on its disk, training needs at least "
-            f"{need_bytes / 1024**2:.0f} MB (checkpoints and output); free some space or write elsewhere"
-        )
-
-
-def check_output_file(path: str | Path) -> None:
-    """Refuse an output file (.pt) that could not be written, before any training starts, not after."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give a .pt file name")
-    check_output_location(path.parent)
+    run_dir = run_folder(output)
+    if run_dir.exists() and not (resume or overwrite):
+        raise UserError(f"{run_dir}: an earlier run's folder is there; pass --resume to continue that run or "
+                        "--overwrite to start again")
+    outputs = [Output(output), *([] if resume else [Output(run_dir, folder=True, own_names=RUN_FOLDER_NAMES)])]
+    with claim_outputs(outputs, inputs, overwrite):
+        if not resume and run_dir.exists() and launched_main_process():
+            shutil.rmtree(run_dir)
+        yield run_dir
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -214,29 +213,34 @@ def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -
 
 
 class _StopRequest:
-    """Turns Ctrl-C into a request the loop honours at a step boundary (see the module doc).
+    """Turns Ctrl-C, SIGTERM and SIGHUP into a request the loop honours at a step boundary (module doc).
 
-    Only the main thread may set signal handlers; elsewhere Ctrl-C keeps Python's default behaviour.
+    Only the main thread may set signal handlers; elsewhere the signals keep their previous behaviour.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = signal.SIGINT
+        self._previous = {}
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc_info) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
         return False
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name} again; the last checkpoint is kept",
+                              signum)
         self.requested = True
+        self.signum = signum
 
     def agreed(self, accelerator: Accelerator) -> bool:
         """True on every process once any process was asked to stop (one tiny all-reduce per step)."""
@@ -292,7 +296,7 @@ def train(
     training continues from the newest checkpoint in `run_dir` (model, optimizer, RNG, step, data
     position); without it, an existing run folder's checkpoints are left alone but not used.
     Logged scalars are means over processes. Raises UserError when the run folder is not writable or
-    its disk too full (before training), and when interrupted by Ctrl-C (after saving).
+    its disk too full (before training); raises `Interrupted` when stopped by a signal (after saving).
     """
     run_dir = Path(run_dir)
     console = console or Console(stderr=True)
@@ -300,7 +304,7 @@ def train(
     set_seed(config.seed)
     model = task.build_model()
     model_bytes = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
-    check_output_location(run_dir, MIN_FREE_BYTES + (config.keep_checkpoints + 1) * 3 * model_bytes)
+    check_writable(run_dir, MIN_FREE_BYTES + (config.keep_checkpoints + 1) * 3 * model_bytes)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     dataset = task.build_dataset()
     if len(dataset) < config.batch_size * accelerator.num_processes:
@@ -331,6 +335,8 @@ def train(
     log_path = run_dir / "log.jsonl"
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for partial in (run_dir / "checkpoints").glob(".partial_*"):
+            shutil.rmtree(partial, ignore_errors=True)  # a save cut short by a kill
         if resume:
             _truncate_log(log_path, position.step)
     if accelerator.log_with:
@@ -400,7 +406,7 @@ def train(
                 if stop.agreed(accelerator):
                     if saved_step != step:
                         _save_state(accelerator, run_dir, step, config.keep_checkpoints)
-                    raise UserError(f"interrupted at step {step}; saved, continue with --resume")
+                    raise Interrupted(f"interrupted at step {step}; saved, continue with --resume", stop.signum)
                 if step >= config.steps:
                     break
             epoch += 1

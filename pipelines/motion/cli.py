@@ -29,6 +29,7 @@ def train(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit with an error (checkpoint kept) if a clip's character is lost.")
     ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_CHECKPOINT)] = False,
 ) -> None:
     """Learn a clip's character, background and motion; write a checkpoint for compose and export."""
     from vidrender.config import load_config
@@ -36,18 +37,19 @@ def train(
     from vidrender.pipelines.motion.inputs import load_clips
     from vidrender.pipelines.motion.pipeline import fit
     from vidrender.pipelines.motion.predictors import PREDICTORS
-    from vidrender.train import check_output_file
+    from vidrender.train import claimed_training_outputs
 
     named = [f"{key}={value}" for key, value in
              (("variant", variant), ("train.steps", steps), ("data.size", size), ("train.seed", seed))
              if value is not None]
     settings = load_config(MotionConfig, config, [*(overrides or []), *named])
-    check_output_file(output)
-    loaded = load_clips(clips, PREDICTORS[settings.variant].needs_affines, affines or [], max_frames)
-    decomposition = fit(loaded, settings, output.with_name(output.stem + ".run"), resume=resume, cpu=cpu)
-    if decomposition is None:
-        return
-    decomposition.save(output)
+    inputs = [*clips, *(Path(item) for item in affines or []), *([config] if config else [])]
+    with claimed_training_outputs(output, inputs, resume, overwrite) as run_dir:
+        loaded = load_clips(clips, PREDICTORS[settings.variant].needs_affines, affines or [], max_frames)
+        decomposition = fit(loaded, settings, run_dir, resume=resume, cpu=cpu)
+        if decomposition is None:
+            return
+        decomposition.save(output)
     print(output)
     lost = [report.describe(clip.name) for clip, report in zip(loaded, decomposition.reports, strict=True)
             if report.failed]
@@ -61,17 +63,23 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="A motion checkpoint (.pt).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the layers.")],
     clip: Annotated[int, typer.Option(help="Which clip of a multi-clip model.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing export folder (one holding only export files).")
+    ] = False,
 ) -> None:
     """Write a trained clip's layers: stack.json, background.png, camera.json, character/ (RGBA), alpha/,
     affine.json."""
+    from vidrender.io.outputs import Output, claim_outputs
     from vidrender.pipelines.motion.decomposition import load_stack
     from vidrender.pipelines.motion.diagnostics import empty_layers
+    from vidrender.pipelines.motion.stack import EXPORT_NAMES
 
-    stack = load_stack(checkpoint, clip)
-    for number in empty_layers(stack):
-        _warn(f"{checkpoint}: character layer {number} is empty (alpha <= 0.5 everywhere); its frames are "
-              "written fully transparent")
-    stack.export(output)
+    with claim_outputs([Output(output, folder=True, own_names=EXPORT_NAMES)], [checkpoint], overwrite):
+        stack = load_stack(checkpoint, clip)
+        for number in empty_layers(stack):
+            _warn(f"{checkpoint}: character layer {number} is empty (alpha <= 0.5 everywhere); its frames are "
+                  "written fully transparent")
+        stack.export(output)
     print(output)
 
 
@@ -86,6 +94,9 @@ def evaluate(
     from vidrender.pipelines.motion.evaluation import evaluate
 
     print(json.dumps(evaluate(load_stack(checkpoint, clip), truth, baseline)))
+
+
+OVERWRITE_CHECKPOINT = "Replace an existing checkpoint (and, without --resume, its run folder)."
 
 
 def _warn(message: str) -> None:
@@ -121,25 +132,33 @@ def compose(
         bool, typer.Option("--layers-only", help="Write the character layer with alpha only.")
     ] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT.gif and OUT.sheet.png.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
 ) -> None:
     """Put the character of one trained clip onto the background of another and write a video."""
-    from vidrender.io.video_write import output_format, write_video
+    from vidrender.io.outputs import Output, claim_outputs
+    from vidrender.io.video_write import PNG_FOLDER, SEQUENCE_NAME, output_format, write_video
     from vidrender.pipelines.motion.composing import compose as put_together
     from vidrender.pipelines.motion.composing import output_size
     from vidrender.pipelines.motion.decomposition import load_stack
 
-    output_format(output)
-    result = put_together(load_stack(character, character_clip), load_stack(background, background_clip),
-                          motion=motion, frames=frames, fps=fps, size=None if size is None else output_size(size),
-                          translate=_pair(translate, "--translate"), rotate=rotate, scale=scale, speed=speed,
-                          layers_only=layers_only)
-    write_video(output, result.frames, result.fps)
+    outputs = [Output(output, folder=output_format(output) == PNG_FOLDER, own_names=SEQUENCE_NAME)]
+    gif, sheet = output.with_suffix(".gif"), output.with_name(output.stem + ".sheet.png")
     if preview:
-        from vidrender.io.images import contact_sheet, write_image
+        outputs += [Output(path) for path in (gif, sheet) if path != output]
+    inputs = [character, background, *([Path(motion)] if motion not in ("source", "background") else [])]
+    with claim_outputs(outputs, inputs, overwrite):
+        result = put_together(load_stack(character, character_clip), load_stack(background, background_clip),
+                              motion=motion, frames=frames, fps=fps, size=None if size is None else output_size(size),
+                              translate=_pair(translate, "--translate"), rotate=rotate, scale=scale, speed=speed,
+                              layers_only=layers_only)
+        write_video(output, result.frames, result.fps)
+        if preview:
+            from vidrender.io.images import contact_sheet, write_image
 
-        write_video(output.with_suffix(".gif"), result.frames, result.fps)
-        picks = result.frames[:: max(1, len(result.frames) // 8)][:8]
-        write_image(output.with_name(output.stem + ".sheet.png"), contact_sheet(list(picks), cols=4))
+            if gif != output:
+                write_video(gif, result.frames, result.fps)
+            picks = result.frames[:: max(1, len(result.frames) // 8)][:8]
+            write_image(sheet, contact_sheet(list(picks), cols=4))
     print(output)
 
 

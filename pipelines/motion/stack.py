@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,8 @@ from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
 
 EXPORT_FORMAT = "vidrender-layers"
 EXPORT_VERSION = 2
+# every name `LayerStack.export` writes in its folder (`export --overwrite` replaces only such a folder)
+EXPORT_NAMES = re.compile(r"stack\.json|background\.png|camera\.json|(character|alpha)(_\d+)?|affine(_\d+)?\.json")
 CAMERA_CONVENTION = (
     "Each 3x3 matrix maps frame-t normalized coordinates (align_corners=False: -1 and 1 are the outer edges "
     "of the frame, x right, y down) to normalized coordinates of background.png: [u, v, w] = H @ [x, y, 1]."

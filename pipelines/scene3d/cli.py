@@ -23,14 +23,18 @@ def dataset(
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
     scenes: Annotated[int | None, typer.Option(help="Rigid objects in total (default 30).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace existing split folders.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", "--force", help="Replace existing split folders (ones holding only scenes).")
+    ] = False,
 ) -> None:
     """Render a data set of a procedural object, in the reference format (no Blender needed)."""
-    from vidrender.pipelines.scene3d.dataset_writer import write_dataset
+    from vidrender.io.outputs import Output, claim_outputs
+    from vidrender.pipelines.scene3d.dataset_writer import SCENE_NAME, split_folders, write_dataset
 
-    folders = write_dataset(
-        root, object=object, views=views, timesteps=timesteps, size=size, scenes=scenes, seed=seed, overwrite=force
-    )
+    outputs = [Output(folder, folder=True, own_names=SCENE_NAME) for folder in split_folders(root).values()]
+    with claim_outputs(outputs, overwrite=overwrite):
+        folders = write_dataset(root, object=object, views=views, timesteps=timesteps, size=size, scenes=scenes,
+                                seed=seed, overwrite=overwrite)
     for split, folder in folders.items():
         print(f"{split}: {folder}")
 
@@ -43,16 +47,19 @@ def latent(
     tile: Annotated[int, typer.Option(help="Pixels per depth slice, about (whole-pixel upscaling).")] = 64,
     columns: Annotated[int, typer.Option(help="Depth slices per row.")] = 8,
     fps: Annotated[float, typer.Option(help="Frame rate of the animation over time slices.")] = 4.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Show the scene tensor inferred from one image as colour: one tile per depth slice, frames over time."""
     import torch
 
+    from vidrender.io.outputs import Output, claim_outputs
     from vidrender.pipelines.scene3d.commands import load_model, load_source
     from vidrender.pipelines.scene3d.latent import write_latent
 
-    model, _ = load_model(checkpoint)
-    with torch.inference_mode():
-        write_latent(model, load_source(image, model), output, dt=dt, tile=tile, columns=columns, fps=fps)
+    with claim_outputs([Output(output)], [checkpoint, image], overwrite):
+        model, _ = load_model(checkpoint)
+        with torch.inference_mode():
+            write_latent(model, load_source(image, model), output, dt=dt, tile=tile, columns=columns, fps=fps)
     print(output)
 
 

@@ -22,6 +22,7 @@ MAX_IMAGE_SIZE = 1024
 # having unknown keys. model.channels_last: the 3-D convolutions' memory format, retired because it was
 # slower and gave the same numbers; the weights do not depend on it.
 RETIRED_KEYS = {"model": ("channels_last",)}
+OVERWRITE_CHECKPOINT = "Replace an existing checkpoint (and, without --resume, its run folder)."
 
 
 def load_model(path: Path):
@@ -76,6 +77,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")] = False,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_CHECKPOINT)] = False,
 ) -> None:
     """Train a rotation- (and time-) equivariant scene model on pairs of views."""
     from accelerate.state import PartialState
@@ -84,16 +86,17 @@ def train(
     from vidrender.io.checkpoint import save_checkpoint
     from vidrender.pipelines.scene3d.config import Scene3dConfig
     from vidrender.pipelines.scene3d.task import Scene3dTask
-    from vidrender.train import check_output_file
+    from vidrender.train import claimed_training_outputs
     from vidrender.train import train as run_training
 
     named = [f"train.steps={steps}"] if steps is not None else []
     settings = load_config(Scene3dConfig, config, [*(overrides or []), *named])
-    check_output_file(output)
-    task = Scene3dTask(settings, data)
-    model = run_training(task, settings.train, output.with_name(output.stem + ".run"), resume=resume, cpu=cpu)
+    with claimed_training_outputs(output, [data, *([config] if config else [])], resume, overwrite) as run_dir:
+        task = Scene3dTask(settings, data)
+        model = run_training(task, settings.train, run_dir, resume=resume, cpu=cpu)
+        if PartialState().is_main_process:
+            save_checkpoint(output, PIPELINE, to_dict(settings), model.state_dict(), task.artifact(model))
     if PartialState().is_main_process:
-        save_checkpoint(output, PIPELINE, to_dict(settings), model.state_dict(), task.artifact(model))
         print(output)
 
 
@@ -110,16 +113,27 @@ def render(
     ] = False,
     frames: Annotated[int, typer.Option(help="Frames of an orbit (or of an orbit with --timelapse).")] = 36,
     fps: Annotated[float, typer.Option(help="Frame rate of animations.")] = 12.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Render new views and new times of the scene in one image."""
+    from vidrender.io.outputs import Output, claim_outputs
+
+    with claim_outputs([Output(output)], [checkpoint, image], overwrite):
+        model, _ = load_model(checkpoint)
+        source = load_source(image, model)
+        _render(model, source, output, azimuth, elevation, dt, orbit, timelapse, frames, fps)
+    print(output)
+
+
+def _render(model, source, output: Path, azimuth: float, elevation: float, dt: float, orbit: bool, timelapse: bool,
+            frames: int, fps: float) -> None:
+    """`render`'s work once its output is claimed: one view as .png, or an animation as .gif/.mp4."""
     import torch
 
     from vidrender.io.images import write_image
     from vidrender.io.video_write import write_video
     from vidrender.pipelines.scene3d import infer
 
-    model, _ = load_model(checkpoint)
-    source = load_source(image, model)
     with torch.inference_mode():
         if orbit or timelapse:
             if output.suffix.lower() == ".png":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ from vidrender.pipelines.scene3d.objects import OBJECT_NAMES, make_object
 from vidrender.pipelines.scene3d.raymarch import render_views
 
 SPLITS = ("train", "val", "test")
+# the scene folders `write_dataset` puts in a split folder (`dataset --overwrite` replaces only such splits)
+SCENE_NAME = re.compile(r"bend|[a-z]+_\d{5}")
 # Held-out timesteps as fractions of T; at T = 20 they are the write-up's {5, 10} and {9, 16}.
 HELD_OUT_FRACTIONS = {"val": (0.25, 0.5), "test": (0.45, 0.8)}
 DEFAULT_RIGID_SCENES = 30
@@ -108,6 +111,14 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     Image.fromarray(pixels, mode="RGB").save(path, format="PNG", compress_level=4)
 
 
+def split_folders(root: str | os.PathLike) -> dict[str, Path]:
+    """{split: folder} of data set `root`: ROOT-train, ROOT-val, ROOT-test beside each other."""
+    root = Path(root)
+    if not root.name or root.name in (".", ".."):
+        raise UserError(f"data set name {str(root)!r} needs a final folder name to add -train/-val/-test to")
+    return {split: root.with_name(f"{root.name}-{split}") for split in SPLITS}
+
+
 def write_dataset(
     root: str | os.PathLike,
     object: str = "bend",  # named like the CLI option --object
@@ -133,13 +144,10 @@ def write_dataset(
         raise UserError(f"--views must be at least 2 (training uses pairs of views), got {views}")
     if size < 8:
         raise UserError(f"--size must be at least 8 pixels, got {size}")
-    root = Path(root)
-    if not root.name or root.name in (".", ".."):
-        raise UserError(f"data set name {str(root)!r} needs a final folder name to add -train/-val/-test to")
-    folders = {split: root.with_name(f"{root.name}-{split}") for split in SPLITS}
+    folders = split_folders(root)
     existing = [str(folder) for folder in folders.values() if folder.exists()]
     if existing and not overwrite:
-        raise UserError(f"{', '.join(existing)} already exist; choose another name or replace them with --force")
+        raise UserError(f"{', '.join(existing)} already exist; choose another name or replace them with --overwrite")
     plan = _scene_plan(object, views, timesteps, scenes, seed)
     total = sum(len(azimuths) for scenes_ in plan.values() for _, _, groups in scenes_ for _, azimuths, _ in groups)
 

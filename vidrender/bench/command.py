@@ -39,32 +39,32 @@ def bench(
         int | None,
         typer.Option("--threads", min=1, help="torch threads to measure with (default: torch's choice)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json-out file.")] = False,
 ) -> None:
     """Measure speed and memory: a table per section, then all figures as one JSON object on the last line."""
     from rich.console import Console
 
     from vidrender.bench.registry import load_sections
     from vidrender.bench.report import json_line, print_tables, report_object, run_sections
+    from vidrender.io.outputs import Output, claim_outputs
 
-    if json_out is not None and json_out.is_dir():
-        raise UserError(f"--json-out {json_out}: is a folder; give a file name for the JSON")
-    sections = load_sections()
-    chosen = _choose_sections(sections, only)
-    if threads is not None:
-        import torch
+    outputs = [Output(json_out)] if json_out is not None else []
+    with claim_outputs(outputs, overwrite=overwrite):
+        chosen = _choose_sections(load_sections(), only)
+        if threads is not None:
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        results = run_sections(chosen, quick, Console(stderr=True))
+        report = report_object(results, quick, time.perf_counter() - started)
+        print_tables(results, Console(highlight=False))
+        line = json_line(report)
+        if json_out is not None:
+            from vidrender.io.atomic import atomic_path
 
-    started = time.perf_counter()
-    results = run_sections(chosen, quick, Console(stderr=True))
-    report = report_object(results, quick, time.perf_counter() - started)
-    print_tables(results, Console(highlight=False))
-    line = json_line(report)
-    if json_out is not None:
-        from vidrender.io.atomic import atomic_path
-
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(line + "\n")
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(line + "\n")
     print(line, flush=True)
 
 

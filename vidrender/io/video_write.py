@@ -43,7 +43,8 @@ ACCEPTED_OUTPUTS = ".mp4, .webm, .mov, .gif, or a folder for PNGs (no suffix, or
 PNG_FOLDER = "png-folder"
 _FILE_FORMATS = (".mp4", ".webm", ".mov", ".gif")
 _CRF_RANGES = {".mp4": (0, 51), ".webm": (0, 63)}
-_SEQUENCE_NAME = re.compile(r"\d{5}\.png")
+# the frames of a PNG-folder output; a folder holding anything else is never replaced
+SEQUENCE_NAME = re.compile(r"\d{5}\.png")
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -159,7 +160,7 @@ def _check_destination(path: Path, kind: str) -> None:
         return
     if not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder; choose another name for the PNG sequence")
-    strangers = [entry.name for entry in path.iterdir() if not _SEQUENCE_NAME.fullmatch(entry.name)]
+    strangers = [entry.name for entry in path.iterdir() if not SEQUENCE_NAME.fullmatch(entry.name)]
     if strangers:
         raise UserError(
             f"{path}: folder holds other files ({', '.join(sorted(strangers)[:3])}...); "

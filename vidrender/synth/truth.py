@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ from vidrender.synth.render import render_sprite_layers
 
 TRUTH_FORMAT = "vidrender-synth-truth"
 TRUTH_VERSION = 1
+# every name `write_truth` writes in a truth folder (`samples --overwrite` replaces only such a folder)
+TRUTH_NAMES = re.compile(r"clip\.mp4|frames|alpha|background\.png|character\.png|affine\.json|meta\.json")
 _REQUIRED = ("affine.json", "meta.json", "background.png", "character.png")
 
 
@@ -163,6 +166,11 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
     )
 
 
+def sample_folders(directory: str | os.PathLike, n: int) -> list[Path]:
+    """Where `write_samples` writes its `n` truth folders: DIR/clip0, DIR/clip1, ..."""
+    return [Path(directory) / f"clip{index}" for index in range(n)]
+
+
 def write_samples(
     directory: str | os.PathLike, n: int = 3, size: int | tuple[int, int] = 128, frames: int = 64, seed: int = 0,
     coverage: float | None = None,
@@ -176,7 +184,7 @@ def write_samples(
     if n < 1:
         raise UserError(f"number of sample clips must be at least 1, got {n}")
     paths = []
-    for index in range(n):
+    for index, folder in enumerate(sample_folders(directory, n)):
         clip = make_clip(seed=seed + index, size=size, frames=frames, leave_frame=index % 3 == 2, coverage=coverage)
-        paths.append(write_truth(clip, Path(directory) / f"clip{index}"))
+        paths.append(write_truth(clip, folder))
     return paths
