@@ -90,6 +90,7 @@ def _every_motion_command(bad, good, folder, *messages: str) -> None:
         _refused_by_the_cli(args, folder, *messages)
 
 
+@pytest.mark.slow  # three CLI processes each
 def test_a_zero_stride_plate_of_200000_squared_is_refused_by_the_cli(valid, tmp_path):
     plate = torch.zeros(1).expand(3, 200_000, 200_000)
     bad = _edited(valid, tmp_path / "plate.pt", {(*CLIP, "background", "plate"): plate})
@@ -98,6 +99,7 @@ def test_a_zero_stride_plate_of_200000_squared_is_refused_by_the_cli(valid, tmp_
                                                 "declares 3x200000x200000 values in a storage of 4 bytes")
 
 
+@pytest.mark.slow  # three CLI processes each
 def test_10_to_the_8_zero_stride_affines_are_refused_by_the_cli(valid, tmp_path):
     # with a camera of as many frames the stack is consistent, so only the sizes can tell
     frames = 10**8

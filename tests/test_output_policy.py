@@ -231,7 +231,9 @@ def test_a_bad_option_is_one_line(tmp_path):
     assert lines[0] == "error: vidrender compose: No such option: --bogus (see vidrender compose --help)"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+# the fast tier sends SIGTERM; Ctrl-C and SIGHUP take the same path
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM,
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.slow)], ids=lambda s: s.name)
 def test_a_signal_mid_write_stops_with_one_line_and_leaves_nothing(signum, tmp_path):
     checkpoint = _checkpoint(tmp_path / "m.pt")
     output = tmp_path / "frames"
