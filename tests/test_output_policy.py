@@ -269,3 +269,18 @@ def test_two_trainings_cannot_write_one_checkpoint(tmp_path):
     first.communicate(timeout=120)
     assert second.returncode == 2 and "another vidrender command is writing it" in second.stderr, second.stderr
     assert first.returncode == 128 + signal.SIGTERM  # stopped by us, saved at a step boundary
+
+
+def test_an_os_error_no_command_expected_is_still_one_line(tmp_path, capsys, monkeypatch):
+    from vidrender.io import video_write
+
+    checkpoint = _checkpoint(tmp_path / "m.pt")
+
+    def failing_device(path, *args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(video_write, "write_video", failing_device)
+    code, lines = _run(["compose", "--character", str(checkpoint), "--background", str(checkpoint), "-o",
+                        str(tmp_path / "o.mp4")], capsys)
+    assert code == 2 and lines == [f"error: {tmp_path / 'o.mp4'}: {os.strerror(errno.EIO)} (add --debug for the "
+                                   "traceback)"]

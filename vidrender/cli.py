@@ -1,10 +1,10 @@
 """The `vidrender` command line: one typer app, commands registered by each pipeline.
 
-Every command reports a mistake the user can fix (`UserError`, or a bad option) as one line on stderr and
-exit code 2; `--debug` shows the full traceback instead. Ctrl-C, SIGTERM and SIGHUP stop a command the
-same way (temporary outputs removed, training saved at a step boundary) with one line and exit code
-128 + the signal's number (130 for Ctrl-C). Heavy imports (torch, av) happen inside commands so that
-`vidrender --help` stays fast.
+Every command reports a mistake the user can fix (`UserError`, a bad option, an error of the operating
+system such as a full disk) as one line on stderr and exit code 2; `--debug` shows the full traceback
+instead. Ctrl-C, SIGTERM and SIGHUP stop a command the same way (temporary outputs removed, training
+saved at a step boundary) with one line and exit code 128 + the signal's number (130 for Ctrl-C).
+Heavy imports (torch, av) happen inside commands so that `vidrender --help` stays fast.
 """
 
 from __future__ import annotations
@@ -121,6 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         if _debug["enabled"]:
             raise
         _error_line(f"[bold red]error:[/] {err}")
+        sys.exit(2)
+    except OSError as err:
+        # the commands turn the OS errors they expect into UserErrors with context; this is the net for the
+        # rest (a full disk mid-log, a file vanishing under us): still one line, never a traceback
+        if _debug["enabled"]:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        _error_line(f"[bold red]error:[/] {where}{err.strerror or err} (add --debug for the traceback)")
         sys.exit(2)
     except KeyboardInterrupt as err:
         if _debug["enabled"]:
