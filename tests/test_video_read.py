@@ -307,7 +307,7 @@ def expect_user_error(path, match, **options):
 
 
 def test_missing_file(tmp_path):
-    expect_user_error(tmp_path / "nope.mp4", "not found")
+    expect_user_error(tmp_path / "nope.mp4", "no such video or image file")
     with pytest.raises(UserError, match="nope.mp4"):
         probe(tmp_path / "nope.mp4")
 

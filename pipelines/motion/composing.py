@@ -10,11 +10,21 @@ then optionally edited: `translate` (DX, DY in frame widths/heights per second),
 second, counter-clockwise on screen), `scale` (factor per second), all about the frame centre and applied
 after the motion; `speed` resamples time, `frames` sets the length (looping). The edits are rigid in
 pixels of the output frame, so a rotation stays a rotation on a non-square frame.
+
+Every option is checked before any work, each a one-line `UserError` (ranges in docs/commands.md):
+the frame rate within FPS_RANGE, each side of the output within 2..MAX_SIDE and its area within the
+video reader's DEFAULT_MAX_PIXELS (so that vidrender can read what it writes), 1..MAX_FRAMES frames,
+finite edits and a finite positive speed. The frames are rendered a chunk at a time into the output
+tensor, so memory is that tensor plus one chunk's work or the encoder's frames in flight
+(`memory_needed`, within 20 % of the measured peak), and an output over MAX_CLIP_BYTES is refused
+before it is made.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +32,30 @@ import torch
 
 from vidrender import geometry
 from vidrender.errors import UserError
+from vidrender.io.paths import file_problem
 from vidrender.io.trajectory import read_trajectory
 from vidrender.io.video import DEFAULT_MAX_PIXELS
 from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
-from vidrender.pipelines.motion.stack import LayerStack, composite, straight
+from vidrender.pipelines.motion.stack import BackgroundLayer, CharacterLayer, LayerStack, composite, straight
+
+# Output frame rates: far below 0.1 fps the writer's time base breaks (1e-9 fps was a ZeroDivisionError
+# in it); 1000 fps is far above any display's rate
+FPS_RANGE = (0.1, 1000.0)
+# The longest side of an output frame: the video reader's limit (8192 x 8192); libx264 itself took 16384
+# px but not 20000 (a 20000x2 --size was a traceback from the encoder)
+MAX_SIDE = math.isqrt(DEFAULT_MAX_PIXELS)
+# The most frames of an output: over an hour at 24 fps. The memory check bounds frames times pixels; this
+# bounds the per-frame work (affines, times) of tiny frames, and a tiny --speed's endless default length
+MAX_FRAMES = 100_000
+# Pixels (frames x height x width) rendered at once: bounds the sampling grid and the compositing's
+# temporaries whatever the output size. They measured 11 to 20 float32 values per pixel of a chunk at
+# the peak (grid, sampled layer, its copies, the composite; freed memory the allocator keeps)
+CHUNK_PIXELS = 1 << 20
+CHUNK_FLOATS = 16
+# What the writer holds while it encodes, after rendering: libx264 (.mp4) measured as about 64 frames in
+# flight (lookahead, reference frames, threads; 2 cores) of one float32 plane each; a .gif holds all its
+# frames as 8-bit RGB (0.75 plane each), which this leaves out: GIFs are short
+ENCODER_FRAMES = 64
 
 
 @dataclass
@@ -46,32 +76,142 @@ def compose(character: LayerStack, background: LayerStack, motion: str | Path = 
     frames: default the motion played once at the output rate; layers_only: the moved character layer
     alone, with alpha. Bad values are one `UserError`.
     """
-    # 1. the output grid: the background's size and frame rate unless told otherwise
-    width, height = background.size[::-1] if size is None else size
-    if width * height > DEFAULT_MAX_PIXELS:
-        raise UserError(f"--size: {width}x{height} is over the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpixel a frame")
-    out_fps = background.fps if fps is None else fps  # --fps 0 is an error, not "the default"
-    if not 0 < out_fps < math.inf:
-        raise UserError(f"--fps must be positive, got {out_fps}")
-    if not 0 < speed < math.inf:
-        raise UserError(f"--speed must be a positive number, got {speed}")
-    if frames is not None and frames < 1:
-        raise UserError(f"--frames must be 1 or more, got {frames}")
+    # 1. the output grid and the options, each checked before any work
+    width, height = check_size(size, background)
+    out_fps = check_fps(fps, background)
+    check_motion_options(frames, speed, translate, rotate, scale)
     # 2. the motion, its length at the output rate, and the memory that length needs
     path, path_fps = motion_path(str(motion), character, background, (width, height))
-    count = frames or max(1, round(path.shape[0] * out_fps / path_fps / speed))
-    needed = count * 7 * height * width * 4  # the moved RGBA layer and the composited RGB, float32
-    if needed > MAX_CLIP_BYTES:
-        raise UserError(f"{count} frames of {width}x{height} need {needed / 1024**3:.1f} GB in memory "
-                        f"(limit {MAX_CLIP_BYTES / 1024**3:.0f} GB); ask for fewer --frames or a smaller --size")
+    count = output_length(frames, path.shape[0], path_fps, out_fps, speed)
+    check_memory(count, (width, height), layers_only)
     # 3. retime to the output rate, then apply the edits after the motion
     affines = retime(path, path_fps, out_fps, count, speed)
     affines = geometry.compose(edits(count, out_fps, translate, rotate, scale, (width, height)), affines)
-    # 4. render: the layer sampled once into the output grid, over the background's view of its plate
-    layer = character.characters[0].moved(affines, (height, width))
-    if layers_only:
-        return Composite(straight(layer), out_fps)
-    return Composite(composite(background.background.views(count, (height, width)), [layer]), out_fps)
+    # 4. render, a chunk of frames at a time: the layer sampled once into the output grid, over the
+    #    background's view of its plate
+    rendered = render(character.characters[0], None if layers_only else background.background, affines,
+                      (height, width))
+    return Composite(rendered, out_fps)
+
+
+def check_size(size: tuple[int, int] | None, background: LayerStack) -> tuple[int, int]:
+    """(W, H) of the output: `size`, or the background's native size, within the limits (module doc)."""
+    if size is None:
+        width, height = background.size[::-1]
+        where = f"the background's size {width}x{height} (choose a --size)"
+    else:
+        if len(size) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) for side in size):
+            raise UserError(f"--size: expected two whole numbers of pixels, got {str(size)[:40]}")
+        width, height = size
+        where = f"--size: {_number(width)}x{_number(height)}"
+    if min(width, height) < 2:
+        raise UserError(f"{where} is too small: at least 2 pixels a side")
+    if max(width, height) > MAX_SIDE or width * height > DEFAULT_MAX_PIXELS:
+        raise UserError(f"{where} is over the limit of {MAX_SIDE} pixels a side and "
+                        f"{DEFAULT_MAX_PIXELS / 1e6:.0f} Mpixel a frame")
+    return width, height
+
+
+def check_fps(fps: float | None, background: LayerStack) -> float:
+    """The output frame rate: `fps`, or the background's; finite and within FPS_RANGE. `--fps 0` is an
+    error, not "the default"."""
+    value = background.fps if fps is None else fps
+    low, high = FPS_RANGE
+    if not _is_number(value) or not low <= value <= high:
+        named = f"--fps must be from {low:g} to {high:g}" if fps is not None else \
+            f"the background's frame rate must be from {low:g} to {high:g} (choose an --fps)"
+        raise UserError(f"{named}, got {_number(value)}")
+    return float(value)
+
+
+def check_motion_options(frames: int | None, speed: float, translate: tuple[float, float], rotate: float,
+                         scale: float) -> None:
+    """`frames` within 1..MAX_FRAMES, `speed` finite and positive, the edits finite (`scale` positive)."""
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int)
+                               or not 1 <= frames <= MAX_FRAMES):
+        raise UserError(f"--frames must be from 1 to {MAX_FRAMES}, got {_number(frames)}")
+    if not _is_number(speed) or not 0 < speed < math.inf:
+        raise UserError(f"--speed must be a finite number above 0, got {_number(speed)}")
+    if len(translate) != 2 or not all(_is_number(value) and math.isfinite(value) for value in (*translate, rotate)):
+        raise UserError("--translate and --rotate must be finite numbers")
+    if not _is_number(scale) or not 0 < scale < math.inf:
+        raise UserError(f"--scale must be a finite number above 0, got {_number(scale)}")
+
+
+def output_length(frames: int | None, path_frames: int, path_fps: float, fps: float, speed: float) -> int:
+    """`frames`, or the motion played once at `fps` and `speed`; refused over MAX_FRAMES (a tiny --speed
+    asks for an endless video)."""
+    if frames is not None:
+        return frames
+    length = path_frames * fps / path_fps / speed  # a float: may be huge or infinite, so checked before round
+    if not length <= MAX_FRAMES:
+        raise UserError(f"playing the motion once at --speed {_number(speed)} and {fps:g} fps takes "
+                        f"{_number(length)} frames, over the limit of {MAX_FRAMES}; raise --speed or set --frames")
+    return max(1, round(length))
+
+
+def memory_needed(frames: int, size: tuple[int, int], layers_only: bool = False) -> int:
+    """Bytes that composing `frames` frames of `size` (W, H) and writing them hold at the peak, beyond
+    what the process held before: the result (float32 RGB, or RGBA with `layers_only`), and on top of it
+    the larger of what rendering holds (the plate at the output size and one chunk's temporaries,
+    CHUNK_FLOATS values a pixel) and what the encoder holds afterwards (ENCODER_FRAMES). Within 20 % of
+    the measured peak (docs/reliability.md)."""
+    result = (4 if layers_only else 3) * frames
+    rendering = 3 + CHUNK_FLOATS * min(frames, chunk_frames(size))
+    return 4 * size[0] * size[1] * (result + max(rendering, min(frames, ENCODER_FRAMES)))
+
+
+def check_memory(frames: int, size: tuple[int, int], layers_only: bool) -> None:
+    """Refuse an output whose rendering needs more than MAX_CLIP_BYTES (`memory_needed`)."""
+    needed = memory_needed(frames, size, layers_only)
+    if needed > MAX_CLIP_BYTES:
+        raise UserError(f"{frames} frames of {size[0]}x{size[1]} need {needed / 1024**3:.1f} GB in memory "
+                        f"(limit {MAX_CLIP_BYTES / 1024**3:.0f} GB); ask for fewer --frames or a smaller --size")
+
+
+def chunk_frames(size: tuple[int, int]) -> int:
+    """How many output frames of `size` (W, H) are rendered at once (at least one)."""
+    return max(1, CHUNK_PIXELS // (size[0] * size[1]))
+
+
+def render(layer: CharacterLayer, background: BackgroundLayer | None, affines: torch.Tensor,
+           size: tuple[int, int]) -> torch.Tensor:
+    """`layer` moved by `affines` (T, 2, 3) over `background`'s views at `size` (H, W): (T, 3, H, W) RGB;
+    with no background, the moved layer alone as straight RGBA (T, 4, H, W).
+
+    Rendered a chunk of frames at a time into the result: rendering all at once held several copies of
+    the moved layer and of the frames at the peak (12.6 to 13 float32 values a pixel measured, where the
+    result has 3).
+    A moving camera's frame i is camera i of the background clip (looping, like the motion).
+    """
+    height, width = size
+    count = len(affines)
+    result = torch.empty(count, 3 if background is not None else 4, height, width)
+    plate = None if background is None else BackgroundLayer.static(background.plate, 1).views(1, size)[0]
+    step = chunk_frames((width, height))
+    for start in range(0, count, step):
+        stop = min(count, start + step)
+        # a function call, so that a chunk's temporaries are freed before the next chunk is rendered
+        result[start:stop] = _render_chunk(layer, background, plate, affines, start, stop, size)
+    return result
+
+
+def _render_chunk(layer: CharacterLayer, background: BackgroundLayer | None, plate: torch.Tensor | None,
+                  affines: torch.Tensor, start: int, stop: int, size: tuple[int, int]) -> torch.Tensor:
+    """Output frames start..stop-1 of `render`."""
+    moved = layer.moved(affines[start:stop], size)
+    if background is None:
+        return straight(moved)
+    return composite(_views(background, plate, start, stop), [moved])
+
+
+def _views(background: BackgroundLayer, plate: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The background's views of output frames start..stop-1 from its `plate` already at the output size:
+    the plate itself for a static camera (broadcast), else each frame's camera (looping)."""
+    if background.is_static:
+        return plate[None]
+    cameras = background.camera[torch.arange(start, stop) % len(background.camera)]
+    return BackgroundLayer(plate, cameras).views()
 
 
 def motion_path(motion: str, character: LayerStack, background: LayerStack, size: tuple[int, int]
@@ -82,30 +222,61 @@ def motion_path(motion: str, character: LayerStack, background: LayerStack, size
         return character.characters[0].affines.float(), float(character.fps)
     if motion == "background":
         return background.characters[0].affines.float(), float(background.fps)
-    if not Path(motion).is_file():
-        raise UserError(f"--motion: {motion!r} is not 'source', 'background' or an existing trajectory file")
+    problem = file_problem(motion, "trajectory file")
+    if problem is not None and not os.path.lexists(motion):  # a typo of source or background, or of a path
+        raise UserError(f"--motion: {motion[:80]!r} is not 'source', 'background' or an existing trajectory file")
+    if problem is not None:  # a FIFO (reading it would block), a folder, a device
+        raise UserError(f"--motion: {motion[:80]} {problem}")
     affines, info = read_trajectory(motion, width=size[0], height=size[1])
     return affines.float(), float(info.get("fps") or background.fps)
 
 
 def retime(affines: torch.Tensor, source_fps: float, fps: float, frames: int, speed: float) -> torch.Tensor:
     """Sample a motion at the output rate: output frame i shows motion time i / fps * speed (looping)."""
-    if speed <= 0 or not math.isfinite(speed):
-        raise UserError(f"--speed must be a positive number, got {speed}")
+    if not 0 < speed < math.inf:
+        raise UserError(f"--speed must be a finite number above 0, got {speed}")
     times = torch.arange(frames, dtype=torch.float64) / fps * speed * source_fps
-    index = times.round().long() % affines.shape[0]
+    if not torch.isfinite(times).all():  # a huge --speed times a huge frame rate
+        raise UserError(f"--speed {speed:g} at {fps:g} fps runs the motion's clock past the largest number")
+    # loop in float64 before converting: an int64 cast of times beyond 2**63 is undefined
+    index = torch.remainder(times.round(), affines.shape[0]).long()
     return affines[index]
 
 
 def output_size(text: str) -> tuple[int, int]:
-    """(width, height) from a `--size` value like "640x360": two whole numbers of at least 2."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-        raise UserError(f"--size: expected WIDTHxHEIGHT in whole pixels like 640x360, got {text!r}")
-    width, height = (int(part) for part in parts)
+    """(width, height) from a `--size` value like "640x360": two whole numbers of at least 2 and at most
+    MAX_SIDE (`check_size` checks the area)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise UserError(f"--size: expected WIDTHxHEIGHT in whole pixels like 640x360, got {text[:40]!r}")
+    digits = match.groups()
+    if any(len(part.lstrip("0")) > 9 for part in digits):  # int() of thousands of digits is slow, then refused
+        raise UserError(f"--size: {text[:40]} is over the limit of {MAX_SIDE} pixels a side")
+    width, height = (int(part) for part in digits)
     if width < 2 or height < 2:
-        raise UserError(f"--size: {text} is too small")
+        raise UserError(f"--size: {text} is too small: at least 2 pixels a side")
+    if max(width, height) > MAX_SIDE:
+        raise UserError(f"--size: {text} is over the limit of {MAX_SIDE} pixels a side")
     return width, height
+
+
+# WxH in ASCII digits: str.isdigit() also accepts "²" and other digits that int() refuses
+_SIZE = re.compile(r"\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*")
+
+
+def _is_number(value) -> bool:
+    """An int or float that is not a bool (the API may be handed anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value) -> str:
+    """A number for a message, short: a huge integer or float in exponent form."""
+    if _is_number(value) and abs(value) >= 1e6:
+        try:
+            return f"{float(value):.3g}"
+        except OverflowError:
+            return "a number too large for a float"
+    return str(value)[:40]
 
 
 def edits(frames: int, fps: float, translate: tuple[float, float], rotate: float, scale: float,
@@ -116,10 +287,7 @@ def edits(frames: int, fps: float, translate: tuple[float, float], rotate: float
     counter-clockwise on screen, scale as a factor. Built in pixels and then normalized, because a
     rotation in normalized coordinates would shear a non-square frame.
     """
-    if not all(math.isfinite(value) for value in (*translate, rotate, scale)):
-        raise UserError("--translate, --rotate and --scale must be finite numbers")
-    if scale <= 0:
-        raise UserError(f"--scale must be positive, got {scale}")
+    check_motion_options(None, 1.0, translate, rotate, scale)
     width, height = size
     seconds = torch.arange(frames, dtype=torch.float64) / fps
     zero = torch.zeros_like(seconds)

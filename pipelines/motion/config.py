@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidrender.config import TrainConfig
+from vidrender.config import TrainConfig, at_least, between, positive
 from vidrender.errors import UserError
 from vidrender.pipelines.motion.predictors import VARIANTS
+
+# Ranges of the sizes (docs/configs.md). 16 px is the smallest frame the layer fit works on
+# (`vidrender.pipelines.motion.data.MIN_CLIP_SIDE`); the largest sizes are the video reader's 8192 px
+# side; larger values only run out of memory.
+MIN_TRAIN_SIZE = 16
+MAX_TRAIN_SIZE = 8192
+MAX_INFER_SIZE = 8192
+MAX_GAP = 1000
+MAX_WIDTH = 4096  # channels of a network layer
 
 
 @dataclass
@@ -93,36 +102,50 @@ class MotionConfig:
 
 
 def validate(config: MotionConfig) -> MotionConfig:
-    """Check user-settable values; raise `UserError` naming the first bad option. Returns `config`."""
+    """Check user-settable values; raise `UserError` naming the first bad option. Returns `config`.
+
+    Every number must be finite (`load_config` refuses NaN and infinity for all keys; the range helpers
+    here refuse NaN too, for configs built in Python) and within its meaning, listed in docs/configs.md.
+    """
     if config.variant not in VARIANTS:
         raise UserError(f"variant: unknown affine variant {config.variant!r}; choose one of {', '.join(VARIANTS)}")
-    if config.data.size < 16 or config.data.size % 8:
-        raise UserError(f"data.size: must be a multiple of 8 and at least 16, got {config.data.size}")
-    if config.data.max_gap < 1:
-        raise UserError(f"data.max_gap: must be at least 1, got {config.data.max_gap}")
-    if config.data.warm_start_steps < 0:
-        raise UserError(f"data.warm_start_steps: must be >= 0, got {config.data.warm_start_steps}")
-    if config.model.feature_channels % config.model.feature_groups:
-        raise UserError(
-            f"model.feature_groups: {config.model.feature_groups} does not divide "
-            f"model.feature_channels={config.model.feature_channels}"
-        )
-    small = [name for name, value in vars(config.model).items() if value < 1]
-    if small:
-        raise UserError(f"model.{small[0]}: must be positive")
-    negative = [name for name, value in vars(config.loss).items() if value < 0]
-    if negative:
-        raise UserError(f"loss.{negative[0]}: must be >= 0")
-    infer = config.infer
-    if infer.max_size < 16:
-        raise UserError(f"infer.max_size: must be at least 16, got {infer.max_size}")
-    counts = {"reference": infer.reference, "rounds": infer.rounds, "track_steps": infer.track_steps,
-              "refine_steps": infer.refine_steps}
-    rates = {"track_lr": infer.track_lr, "refine_lr": infer.refine_lr, "layer_lr": infer.layer_lr}
-    for name, value in counts.items():
-        if value < 0:
-            raise UserError(f"infer.{name}: must be >= 0, got {value}")
-    for name, value in rates.items():
-        if value <= 0:
-            raise UserError(f"infer.{name}: must be positive, got {value}")
+    _validate_data(config.data)
+    _validate_model(config.model)
+    _validate_loss(config.loss)
+    _validate_infer(config.infer)
     return config
+
+
+def _validate_data(data: DataConfig) -> None:
+    if not MIN_TRAIN_SIZE <= data.size <= MAX_TRAIN_SIZE or data.size % 8:
+        raise UserError(f"data.size: must be a multiple of 8 from {MIN_TRAIN_SIZE} to {MAX_TRAIN_SIZE}, "
+                        f"got {data.size}")
+    # the pair list holds (2 max_gap) candidates per frame: a huge gap only costs time, never adds a pair
+    between("data.max_gap", data.max_gap, 1, MAX_GAP)
+    at_least("data.warm_start_steps", data.warm_start_steps, 0)
+
+
+def _validate_model(model: ModelConfig) -> None:
+    for name, value in vars(model).items():
+        between(f"model.{name}", value, 1, MAX_WIDTH)
+    if model.feature_channels % model.feature_groups:
+        raise UserError(
+            f"model.feature_groups: {model.feature_groups} does not divide "
+            f"model.feature_channels={model.feature_channels}"
+        )
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    for name, value in vars(loss).items():  # weights, and the warmup's steps: 0 switches a term off
+        at_least(f"loss.{name}", value, 0)
+    # a colour distance the plate-agreement term divides by (squared): 0 would make it NaN
+    positive("loss.plate_agreement_scale", loss.plate_agreement_scale)
+
+
+def _validate_infer(infer: InferConfig) -> None:
+    if not MIN_TRAIN_SIZE <= infer.max_size <= MAX_INFER_SIZE:
+        raise UserError(f"infer.max_size: must be from {MIN_TRAIN_SIZE} to {MAX_INFER_SIZE}, got {infer.max_size}")
+    for name in ("reference", "rounds", "track_steps", "refine_steps"):
+        at_least(f"infer.{name}", getattr(infer, name), 0)
+    for name in ("track_lr", "refine_lr", "layer_lr"):
+        positive(f"infer.{name}", getattr(infer, name))

@@ -17,6 +17,13 @@ from torch.utils.data import Dataset
 from vidrender.errors import UserError
 from vidrender.geometry import compose, identity, invert
 
+# The smallest frame side a clip may have. The layer fit after training compares 4x4-window averages
+# of its frames (`infer.fit_affines`), which a frame 1 px thin does not have: it stopped there with a
+# traceback after the whole training. Frames of 2 to 15 px get through but are smaller than the
+# smallest training frame (`data.size` >= 16), so the model learns from pixels the clip does not have
+# (on a 3x3 clip the layers lost the character). 16 px per side is the floor of both sizes.
+MIN_CLIP_SIDE = 16
+
 
 @dataclass
 class Clip:
@@ -52,16 +59,25 @@ def relative_affine(affines: torch.Tensor, source: int, target: int) -> torch.Te
 
 
 def check_clip(clip: Clip, min_frames: int = 2) -> None:
-    """Raise `UserError` if a clip cannot be trained on (shape, range, too few frames, bad affines)."""
+    """Raise `UserError` if a clip cannot be trained on (shape, too few frames, frames thinner than
+    MIN_CLIP_SIDE, bad affines)."""
     frames = clip.frames
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise UserError(f"{clip.name}: expected frames shaped (T, 3, H, W), got {tuple(frames.shape)}")
     if frames.shape[0] < min_frames:
         raise UserError(f"{clip.name}: needs at least {min_frames} frames to learn motion, got {frames.shape[0]}")
+    check_frame_size(clip.name, frames.shape[-1], frames.shape[-2])
     if clip.affines is not None and clip.affines.shape != (frames.shape[0], 2, 3):
         raise UserError(
             f"{clip.name}: {clip.affines.shape[0]} affines for {frames.shape[0]} frames (need one 2x3 per frame)"
         )
+
+
+def check_frame_size(name: str, width: int, height: int) -> None:
+    """Refuse a clip `name` whose frames are thinner than MIN_CLIP_SIDE px on either side."""
+    if min(width, height) < MIN_CLIP_SIDE:
+        raise UserError(f"{name}: frames are {width}x{height} px; training and the layer fit need at least "
+                        f"{MIN_CLIP_SIDE} px on each side (upscale the clip first)")
 
 
 class PairDataset(Dataset):

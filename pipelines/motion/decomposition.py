@@ -10,6 +10,7 @@ Version-1 checkpoints (one flat entry per clip: plate, character, affines, ...) 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from vidrender.config import from_dict, to_dict
 from vidrender.errors import UserError
 from vidrender.io.checkpoint import load_checkpoint, save_checkpoint
+from vidrender.io.paths import require_file
 from vidrender.pipelines.motion.config import MotionConfig
 from vidrender.pipelines.motion.diagnostics import LayerReport
 from vidrender.pipelines.motion.stack import LayerStack, read_export
@@ -57,7 +59,7 @@ def load(path: str | Path) -> Decomposition:
     A file of another pipeline, of a newer format, or damaged (a stack that does not check out, a config
     with unknown keys) is one `UserError` naming what is wrong.
     """
-    payload = load_checkpoint(path, PIPELINE)
+    payload = load_checkpoint(require_file(path, "checkpoint file"), PIPELINE)
     clips = payload["artifact"].get("clips")
     if not isinstance(clips, list) or not clips:
         raise UserError(f"{path}: damaged motion checkpoint, its artifact has no list of clips")
@@ -72,11 +74,12 @@ def load(path: str | Path) -> Decomposition:
 def load_stack(path: str | Path, clip: int = 0) -> LayerStack:
     """Clip `clip`'s layer stack from a motion checkpoint (`.pt`) or from an export folder."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path answers False where Path.is_dir raises (a name too long)
         if clip != 0:
             raise UserError(f"{path}: an export folder holds one clip, there is no clip {clip}")
         return read_export(path)
-    payload = load_checkpoint(path, PIPELINE)
+    # a FIFO, a device or a folder one cannot enter is named as such, not as "no such checkpoint file"
+    payload = load_checkpoint(require_file(path, "checkpoint file"), PIPELINE)
     clips = payload["artifact"].get("clips")
     if not isinstance(clips, list):
         raise UserError(f"{path}: damaged motion checkpoint, its artifact has no list of clips")

@@ -16,12 +16,14 @@ says whether), which need no labels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vidrender.errors import UserError
+from vidrender.io.paths import file_problem
 from vidrender.io.trajectory import read_trajectory
 from vidrender.io.video import read_video
-from vidrender.pipelines.motion.data import Clip
+from vidrender.pipelines.motion.data import Clip, check_frame_size
 
 TRUTH_FILES = ("clip.mp4", "affine.json", "meta.json")
 # Frames are held as float32 at native size for inference at full resolution; refuse clips that
@@ -40,9 +42,12 @@ def video_of(path: Path) -> Path:
 
 
 def _check_size(path: Path, max_frames: int | None) -> None:
+    """Refuse, from the header and before any frame is decoded, a clip thinner than MIN_CLIP_SIDE or too
+    large for memory."""
     from vidrender.io.video import probe
 
     info = probe(path)
+    check_frame_size(str(path), info.width, info.height)
     frames = min(info.frame_count, max_frames) if max_frames else info.frame_count
     needed = frames * 3 * info.width * info.height * 4
     if needed > MAX_CLIP_BYTES:
@@ -67,8 +72,8 @@ def load_clip(path: Path, needs_affines: bool, affines: str | None = None, max_f
     """Read one CLIP at native resolution, with its known affines if `needs_affines` (the predictor of the
     `known` variant; see module doc)."""
     path = Path(path)
-    if not path.exists() and not any(ch in str(path) for ch in "*%"):
-        raise UserError(f"{path}: no such file or folder")
+    if not any(ch in str(path) for ch in "*%"):
+        _check_clip_path(path)
     video = video_of(path)
     _check_size(video, max_frames)
     frames, info = read_video(video, max_frames=max_frames)
@@ -92,6 +97,16 @@ def load_clip(path: Path, needs_affines: bool, affines: str | None = None, max_f
             raise UserError(f"{source}: {table.shape[0]} affines for the {frames.shape[0]} frames of {path}")
         clip.affines = table[: frames.shape[0]].float()
     return clip
+
+
+def _check_clip_path(path: Path) -> None:
+    """A CLIP that is not a pattern must be a folder or a regular file: a FIFO or a device is named as
+    such (the reader would say "file not found", or block on a FIFO)."""
+    if os.path.isdir(path):  # os.path answers False where Path.is_dir raises (a name too long)
+        return
+    problem = file_problem(path, "file or folder")
+    if problem is not None:
+        raise UserError(f"{path}: {problem}")
 
 
 def load_clips(paths: list[Path], needs_affines: bool, affines: list[str] = (), max_frames: int | None = None

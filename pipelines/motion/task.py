@@ -9,6 +9,8 @@ checkpoint's `artifact`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -16,14 +18,27 @@ from einops import rearrange
 from vidrender.errors import UserError
 from vidrender.pipelines.motion import infer
 from vidrender.pipelines.motion.background import lower_median_plate, median_plate
-from vidrender.pipelines.motion.config import MotionConfig
-from vidrender.pipelines.motion.data import Clip, PairDataset, check_clip, resize_frames
+from vidrender.pipelines.motion.config import MAX_INFER_SIZE, MotionConfig
+from vidrender.pipelines.motion.data import MIN_CLIP_SIDE, Clip, PairDataset, check_clip, resize_frames
 from vidrender.pipelines.motion.decomposition import Decomposition
 from vidrender.pipelines.motion.difference_matte import difference_matte
 from vidrender.pipelines.motion.losses import motion_loss
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.predictors import PREDICTORS
 from vidrender.pipelines.motion.stack import LayerStack
+
+
+def check_working_size(clip: Clip, max_size: int) -> None:
+    """Refuse, before training, a clip so elongated that the layer fit, which shrinks its frames to a
+    longest side of `infer.max_size`, would work on a short side under MIN_CLIP_SIDE px (a 2000x40 clip
+    at the default 256 would be fitted at 256x5)."""
+    height, width = clip.frames.shape[-2:]
+    fit_height, fit_width = infer.working_size(height, width, max_size)
+    if min(fit_height, fit_width) < MIN_CLIP_SIDE:
+        needed = math.ceil(MIN_CLIP_SIDE * max(height, width) / min(height, width))
+        hint = f"set infer.max_size to at least {needed}" if needed <= MAX_INFER_SIZE else "crop the clip"
+        raise UserError(f"{clip.name}: the layer fit shrinks its {width}x{height} frames to {fit_width}x{fit_height} "
+                        f"(infer.max_size={max_size}), under {MIN_CLIP_SIDE} px a side; {hint}")
 
 
 class MotionTask:
@@ -42,6 +57,7 @@ class MotionTask:
             raise UserError("motion: no clips to train on")
         for clip in clips:
             check_clip(clip)
+            check_working_size(clip, config.infer.max_size)
         self.predictor = PREDICTORS[config.variant]
         if self.predictor.needs_affines:
             missing = [clip.name for clip in clips if clip.affines is None]

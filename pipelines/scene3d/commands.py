@@ -63,8 +63,6 @@ def load_source(image: Path, model):
     from vidrender.io.images import read_image
     from vidrender.io.video import fit_frame
 
-    if not image.is_file():
-        raise UserError(f"{image}: no such image")
     pixels = fit_frame(read_image(image)[..., :3], model.config.image_size, "crop")
     return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidrender.config import TrainConfig
+from vidrender.config import TrainConfig, at_least
 from vidrender.errors import UserError
 
 ALLOWED_STRIDES = (1, 2, -2)
@@ -105,10 +105,11 @@ class TemporalConfig:
                 f"temporal.timesteps = {self.timesteps} cannot index offsets up to +-{self.max_gap}:"
                 f" it must be at least 2 * max_gap + 1 = {2 * self.max_gap + 1}"
             )
-        if self.smoothness_weight < 0 or (self.smoothness_weight > 0 and self.timesteps == 1):
+        at_least("temporal.smoothness_weight", self.smoothness_weight, 0)  # NaN and infinity too
+        if self.smoothness_weight > 0 and self.timesteps == 1:
             raise UserError(
-                "temporal.smoothness_weight must be >= 0 and needs temporal.timesteps > 1,"
-                f" got {self.smoothness_weight}"
+                f"temporal.smoothness_weight = {self.smoothness_weight} needs temporal.timesteps > 1 (time slices"
+                " to smooth between)"
             )
 
 
@@ -123,8 +124,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.pixel not in ("l1", "l2"):
             raise UserError(f"loss.pixel must be l1 or l2, got {self.pixel!r}")
-        if self.ssim_weight < 0:
-            raise UserError(f"loss.ssim_weight must be >= 0, got {self.ssim_weight}")
+        at_least("loss.ssim_weight", self.ssim_weight, 0)  # NaN and infinity too
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:
             raise UserError(f"loss.ssim_window must be an odd number >= 3, got {self.ssim_window}")
 

@@ -24,7 +24,6 @@ of the same scene whose time differs by at most `max_gap` (temporal data) or tha
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from vidrender.errors import UserError
+from vidrender.io.json_file import read_json
 
 SPLITS = ("train", "val", "test")
 PARAMS_FILE = "render_params.json"
@@ -104,12 +104,7 @@ def _number(value, what: str) -> float:
 
 def _read_params(params_path: Path) -> dict[str, tuple[float, float, int]]:
     """Parse and check a render_params.json -> {key: (azimuth, elevation, time)}."""
-    try:
-        params = json.loads(params_path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{params_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-    except (OSError, ValueError, RecursionError) as error:  # unreadable, not UTF-8, huge integers, deep nesting
-        raise UserError(f"{params_path}: cannot be read ({str(error)[:120]})") from None
+    params = read_json(params_path)  # one reader for every JSON file: byte-order mark, FIFOs, bad bytes
     if not isinstance(params, dict):
         raise UserError(f'{params_path}: expected an object {{"NNNNN": {{"azimuth": ...}}}}, got a list/value')
     views = {}

@@ -43,6 +43,7 @@ import torch
 from vidrender import __version__
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
+from vidrender.io.paths import require_file
 from vidrender.io.video import DEFAULT_MAX_PIXELS
 
 # 2: motion's artifact holds one layer stack per clip (version-1 files are converted when read)
@@ -112,8 +113,7 @@ def load_checkpoint(path: str | Path, pipeline: str) -> dict[str, Any]:
     whether the weights fit a model are the pipeline's to check (`check_weights`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
+    require_file(path, "checkpoint file")
     instructions = _check_archive(path)
     try:
         # mmap stays off: torch then compares each storage record's size with the one the pickle declares

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vidrender.compositing import over, premultiply
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
+from vidrender.io.paths import require_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -44,11 +45,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     EXIF orientation is applied (photos come out upright). Grayscale becomes RGB; palette images
     with transparency and LA become RGBA; 16-bit grayscale is rounded to 8 bits.
-    Raises UserError naming the file if it is missing or not a readable image.
+    Raises UserError naming the file if it is missing, not a regular file or not a readable image.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image file not found")
+    path = require_file(path, "image file")  # a FIFO would block Image.open: refused, as a folder is
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)

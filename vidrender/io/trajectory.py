@@ -25,6 +25,7 @@ import torch
 from vidrender import geometry
 from vidrender.errors import UserError
 from vidrender.io.atomic import atomic_path
+from vidrender.io.json_file import read_json
 
 AFFINE_CONVENTION = (
     "Each 2x3 matrix maps reference-frame pixel coordinates (origin at the top-left corner of the "
@@ -55,16 +56,12 @@ def read_trajectory(path: str | Path, width: int | None = None, height: int | No
     """Read an `affine.json`; returns (normalized affines (T, 2, 3) float64, the file's other fields).
 
     The pixel grid is the file's "width"/"height" when present, else the `width`/`height` given (the clip
-    the trajectory is applied to). Raises `UserError` naming the file for: missing file, invalid JSON,
-    no "frames", malformed or singular matrices, NaN/inf values, non-positive sizes.
+    the trajectory is applied to). Raises `UserError` naming the file for: a missing file or one that is
+    not a regular file, invalid JSON (a UTF-8 byte-order mark is fine), no "frames", malformed or
+    singular matrices, NaN/inf values, non-positive sizes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such trajectory file")
-    try:
-        payload = json.loads(path.read_text())
-    except (ValueError, RecursionError) as err:  # bad syntax or bytes, an integer of > 4300 digits, deep nesting
-        raise UserError(f"{path}: not valid JSON ({str(err)[:120]})") from None
+    payload = read_json(path, "trajectory file")  # a FIFO or folder is refused, a byte-order mark accepted
     if not isinstance(payload, dict) or "frames" not in payload:
         raise UserError(f'{path}: expected a JSON object with a "frames" list of 2x3 affines')
     try:

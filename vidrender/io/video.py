@@ -49,6 +49,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vidrender.errors import UserError
 from vidrender.io.images import IMAGE_SUFFIXES, image_size, list_images, natural_key, read_image
+from vidrender.io.paths import file_problem
 
 IMAGE_SEQUENCE_FPS = 25.0
 DEFAULT_MAX_PIXELS = 8192 * 8192
@@ -362,7 +363,7 @@ def _open_source(path, max_pixels: int = DEFAULT_MAX_PIXELS, downscaling: bool =
         if not files:
             raise UserError(f"{text}: no files match this pattern")
         return _ImageSequence(path, files, max_pixels, downscaling)
-    raise UserError(f"{path}: file not found")
+    raise UserError(f"{path}: {file_problem(path, 'video or image file') or 'file not found'}")
 
 
 def _match_pattern(pattern: str) -> list[Path]:
