@@ -294,3 +294,10 @@ def test_an_os_error_no_command_expected_is_still_one_line(tmp_path, capsys, mon
                         str(tmp_path / "o.mp4")], capsys)
     assert code == 2 and lines == [f"error: {tmp_path / 'o.mp4'}: {os.strerror(errno.EIO)} (add --debug for the "
                                    "traceback)"]
+
+
+def test_an_empty_folder_made_for_the_output_is_used(tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path / "m.pt")
+    (tmp_path / "layers").mkdir()
+    assert _run(["export", str(checkpoint), "-o", str(tmp_path / "layers")], capsys)[0] == 0
+    assert (tmp_path / "layers" / "stack.json").is_file()

@@ -5,9 +5,9 @@ refuses, with one line:
 
 - a path that is one of the command's inputs (or a folder holding one), the current folder or a
   folder above it;
-- an existing file or folder, unless `--overwrite` was given; even then a folder is replaced only if
-  everything in it is something the command itself writes (`Output.own_names`), and a file is never
-  replaced by a folder or the other way round;
+- an existing file or folder (an empty folder where a folder is written is fine), unless `--overwrite`
+  was given; even then a folder is replaced only if everything in it is something the command itself
+  writes (`Output.own_names`), and a file is never replaced by a folder or the other way round;
 - a location that cannot be written: a parent that is a file, a read-only file system, no
   permission, a name too long, too little free space (a real test write, as `os.access` misjudges
   root and network file systems);
@@ -95,6 +95,8 @@ def check_output(output: Output, inputs: Sequence[Path] = (), overwrite: bool = 
             raise UserError(f"{path}: is the input {source}; choose another output, inputs are never overwritten")
     if not (path.exists() or path.is_symlink()):
         return
+    if output.folder and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return  # an empty folder made for the output (`mkdir out && ... -o out`) holds nothing to lose
     kind = "folder" if path.is_dir() else "file"
     if not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it, or choose another name")
