@@ -268,13 +268,13 @@ def export_figures(scratch: Path, size: int, plan: Plan) -> dict:
 
 
 def compose_command(character: Path, background: Path, output: Path, frames: int) -> Callable[[], None]:
-    """`vidrender compose --character C --background B -o OUT --frames N` in process (its printed path
-    swallowed)."""
+    """`vidrender compose --character C --background B -o OUT --frames N --overwrite` in process (its printed
+    path swallowed): each repeat replaces the previous run's video, as a user re-running it would."""
     from vidrender.pipelines.motion import cli
 
     def run() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
-            cli.compose(character=character, background=background, output=output, frames=frames)
+            cli.compose(character=character, background=background, output=output, frames=frames, overwrite=True)
 
     return run
 
