@@ -63,6 +63,9 @@ def samples(
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the first clip (the next ones count up).")] = 0,
+    camera: Annotated[
+        str | None, typer.Option(help="Camera motion of every clip: pan, zoom, handheld or pan-zoom (default: static).")
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing clip folders (ones holding only sample files).")
     ] = False,
@@ -74,7 +77,8 @@ def samples(
     shape = size if aspect is None else (_width_for(aspect, size), size)
     outputs = [Output(folder, folder=True, own_names=TRUTH_NAMES) for folder in sample_folders(directory, count)]
     with claim_outputs(outputs, overwrite=overwrite):
-        paths = write_samples(directory, n=count, size=shape, frames=frames, seed=seed, coverage=coverage)
+        paths = write_samples(directory, n=count, size=shape, frames=frames, seed=seed, coverage=coverage,
+                              camera=camera)
     for path in paths:
         print(path)
 

@@ -1,4 +1,4 @@
-"""2-D affine geometry: conventions, conversions and the spatial-transformer warp.
+"""2-D affine geometry and cameras: conventions, conversions, the spatial-transformer warp and camera views.
 
 Conventions (used everywhere in vidrender, written into `affine.json`):
 
@@ -12,6 +12,11 @@ Conventions (used everywhere in vidrender, written into `affine.json`):
   corner of the top-left pixel, so pixel (i, j) has its centre at (i + 0.5, j + 0.5).
 * `warp(image, A)` moves content by A: `out(p) = image(A^-1 p)`. `affine_grid` wants the opposite map
   (output -> input), so the warp passes `invert(A)`.
+* A **camera** is a 3x3 matrix `H_t`, batched `(T, 3, 3)`, mapping normalized coordinates of frame t to
+  normalized coordinates of a plate, which may be larger than the frame (a world plate):
+  `[u, v, w] = H_t @ [x, y, 1]`, the point (u / w, v / w) (`CAMERA_CONVENTION`, written into
+  `camera.json`). `camera_view(plate, H, size)` renders what each camera sees: `out_t(p) = plate(H_t p)`.
+  An affine camera has last row [0, 0, 1]; a homography need not.
 """
 
 from __future__ import annotations
@@ -130,3 +135,72 @@ def check_affines(values, what: str) -> torch.Tensor:
         bad = int(torch.nonzero(det.abs() < 1e-8)[0])
         raise UserError(f"{what}: affine of frame {bad} is singular (determinant 0)")
     return A
+
+
+# --- cameras: 3x3 maps from a frame to a plate (docs/formats.md, "camera.json") ---------------------------
+
+CAMERA_CONVENTION = (
+    "Each 3x3 matrix maps frame-t normalized coordinates (align_corners=False: -1 and 1 are the outer edges "
+    "of the frame, x right, y down) to normalized coordinates of background.png: [u, v, w] = H @ [x, y, 1]."
+)
+
+
+def project(H: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Map points by 3x3 matrices (homographies or affines), with the perspective division.
+
+    H (..., 3, 3), points (..., N, 2) -> (..., N, 2).
+    """
+    mapped = points @ H[..., :2, :2].transpose(-1, -2) + H[..., :2, 2].unsqueeze(-2)
+    w = points @ H[..., 2:, :2].transpose(-1, -2) + H[..., 2:, 2:].transpose(-1, -2)
+    return mapped / w
+
+
+def camera_to_pixel(H: torch.Tensor, frame: tuple[int, int], plate: tuple[int, int]) -> torch.Tensor:
+    """Cameras (..., 3, 3) in normalized coordinates (frame -> plate, `CAMERA_CONVENTION`) expressed in pixel
+    coordinates (origin at the top-left corner, pixel centres at +0.5); `frame` and `plate` are (W, H)."""
+    to_pixel = _pixel_from_normalized(*plate).to(H.dtype).to(H.device)
+    from_pixel = torch.linalg.inv(_pixel_from_normalized(*frame)).to(H.dtype).to(H.device)
+    return to_pixel @ H @ from_pixel
+
+
+def camera_to_normalized(C: torch.Tensor, frame: tuple[int, int], plate: tuple[int, int]) -> torch.Tensor:
+    """Pixel-coordinate cameras (..., 3, 3) (frame pixels -> plate pixels) in normalized coordinates, the
+    inverse of `camera_to_pixel`; `frame` and `plate` are (W, H)."""
+    from_pixel = torch.linalg.inv(_pixel_from_normalized(*plate)).to(C.dtype).to(C.device)
+    to_pixel = _pixel_from_normalized(*frame).to(C.dtype).to(C.device)
+    return from_pixel @ C @ to_pixel
+
+
+def camera_view(plate: torch.Tensor, cameras: torch.Tensor, size: tuple[int, int], padding_mode: str = "zeros",
+                chunk: int = 32) -> torch.Tensor:
+    """What each camera sees of `plate`: out_t(p) = plate(H_t p), bilinear.
+
+    plate: (C, Hp, Wp) or (1, C, Hp, Wp), or (T, C, Hp, Wp) for one image per camera; cameras: (T, 3, 3)
+    normalized, frame t -> plate (`CAMERA_CONVENTION`; projective ones too); size: (H, W) of the frames.
+    Returns (T, C, H, W) in the plate's dtype. The plate is sampled once, at its own resolution, straight
+    into each frame's pixel grid (align_corners=False); outside the plate is `padding_mode`. Frames are
+    done `chunk` at a time to bound the sampling grid's memory.
+    """
+    plate = plate if plate.dim() == 4 else plate[None]
+    height, width = size
+    ys = (2 * torch.arange(height, dtype=torch.float64) + 1) / height - 1
+    xs = (2 * torch.arange(width, dtype=torch.float64) + 1) / width - 1
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    views = []
+    for start in range(0, len(cameras), chunk):
+        batch = cameras[start : start + chunk].to(torch.float64).cpu()
+        grid = project(batch, centres.expand(len(batch), -1, -1)).reshape(len(batch), height, width, 2)
+        source = plate if len(plate) == 1 else plate[start : start + len(batch)]
+        views.append(F.grid_sample(source.expand(len(batch), -1, -1, -1), grid.to(plate.dtype).to(plate.device),
+                                   mode="bilinear", padding_mode=padding_mode, align_corners=False))
+    return torch.cat(views)
+
+
+def camera_corner_distance(A: torch.Tensor, B: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Mean distance in pixels of the frame's four corners (the outer edges, -1 and 1) mapped by the 3x3
+    normalized cameras A versus B, measured in a W x H pixel grid of their common target. (..., 3, 3) ->
+    (...,). The camera-error metric's per-frame term (`vidrender.metrics.camera_corner_error_px`)."""
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=A.dtype, device=A.device)
+    diff = project(A, corners) - project(B, corners)
+    scale = torch.tensor([width / 2, height / 2], dtype=A.dtype, device=A.device)
+    return (diff * scale).norm(dim=-1).mean(dim=-1)

@@ -1,4 +1,5 @@
-"""Evaluation metrics against ground truth (docs/design.md section 5): PSNR, SSIM, matte IoU, affine error.
+"""Evaluation metrics against ground truth (docs/design.md section 5): PSNR, SSIM, matte IoU, affine error,
+camera error.
 
 Images are float tensors with values in [0, 1]: (C, H, W) or (T, C, H, W) (any leading dims for PSNR).
 Every function returns a Python float, so results drop straight into JSON.
@@ -61,3 +62,21 @@ def affine_error(pred: torch.Tensor, true: torch.Tensor, width: int, height: int
     """
     _check_same_shape(pred, true, "affine_error")
     return float(geometry.corner_error(pred.double(), true.double(), width, height).mean())
+
+
+def camera_corner_error_px(estimated: torch.Tensor, truth: torch.Tensor, size: tuple[int, int],
+                           reference: int = 0) -> float:
+    """Mean displacement in pixels of the frame's four corners under estimated versus true cameras.
+
+    estimated, truth: (T, 3, 3) cameras in `geometry.CAMERA_CONVENTION` (frame t -> plate, normalized;
+    homographies or affines), each against its own plate: the two plates may differ (a world plate, or the
+    reference frame's view). Both are first expressed relative to frame `reference`, R_t = H_ref^-1 @ H_t
+    (frame t -> frame `reference`), which removes the choice of plate, so only disagreement about how the
+    frames move relative to each other counts. The four outer corners of frame t (normalized -1 and 1) are
+    mapped by each R_t, their distance measured in pixels of the reference frame at `size` (H, W), and the
+    mean taken over corners and frames (the reference frame itself scores 0).
+    """
+    _check_same_shape(estimated, truth, "camera_corner_error_px")
+    height, width = size
+    relative = [torch.linalg.solve(cameras[reference].double(), cameras.double()) for cameras in (estimated, truth)]
+    return float(geometry.camera_corner_distance(*relative, width, height).mean())

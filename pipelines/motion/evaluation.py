@@ -46,6 +46,10 @@ def evaluate(stack: LayerStack, truth_dir: Path, baseline: str | None = None) ->
     if baseline not in (None, "classical"):
         raise UserError(f"--baseline: unknown baseline {baseline!r}; the one available is 'classical'")
     truth = read_truth(truth_dir)
+    if truth.camera is not None:
+        # its background.png is a world plate, larger than the frames: plate PSNR against it means nothing
+        raise UserError(f"{truth_dir}: the truth was filmed by a moving camera; `eval` scores static-camera "
+                        f"layers only so far")
     character = stack.characters[0]
     mattes = character.moved()[:, 3:]
     result = {"model": score_layers(truth, stack.background.plate, mattes, character.affines, stack.render())}

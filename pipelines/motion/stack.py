@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vidrender import geometry
 from vidrender.compositing import over, premultiply
 from vidrender.errors import UserError
-from vidrender.geometry import invert, warp
+from vidrender.geometry import invert
 from vidrender.io.atomic import atomic_path
 from vidrender.io.images import read_image, write_image
 from vidrender.io.json_file import read_json_object
@@ -44,10 +45,8 @@ EXPORT_FORMAT = "vidrender-layers"
 EXPORT_VERSION = 2
 # every name `LayerStack.export` writes in its folder (`export --overwrite` replaces only such a folder)
 EXPORT_NAMES = re.compile(r"stack\.json|background\.png|camera\.json|(character|alpha)(_\d+)?|affine(_\d+)?\.json")
-CAMERA_CONVENTION = (
-    "Each 3x3 matrix maps frame-t normalized coordinates (align_corners=False: -1 and 1 are the outer edges "
-    "of the frame, x right, y down) to normalized coordinates of background.png: [u, v, w] = H @ [x, y, 1]."
-)
+# the one camera convention of vidrender (truth folders, camera estimation and metrics use it too)
+CAMERA_CONVENTION = geometry.CAMERA_CONVENTION
 # frames moved at once: bounds the sampling grid's memory on long clips at large sizes
 CHUNK = 32
 
@@ -70,16 +69,17 @@ class BackgroundLayer:
 
     def views(self, count: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Each frame's view of the plate, (T, 3, H, W) (or (1, 3, H, W) for a static camera, which
-        broadcasts), at `size` (H, W), default the plate's. `count` frames of a static camera."""
+        broadcasts), at `size` (H, W), default the plate's. `count` frames of a static camera.
+
+        A moving camera (affine or projective) samples the plate at its own resolution straight into each
+        frame's grid (`geometry.camera_view`), so a world plate larger than the frame keeps its detail."""
         plate = self.plate.float()[None]
-        if size is not None and tuple(size) != tuple(plate.shape[-2:]):
-            plate = F.interpolate(plate, size=size, mode="bilinear", align_corners=False, antialias=True)
         if self.is_static:
+            if size is not None and tuple(size) != tuple(plate.shape[-2:]):
+                plate = F.interpolate(plate, size=size, mode="bilinear", align_corners=False, antialias=True)
             return plate
-        if not torch.equal(self.camera[:, 2], torch.tensor([0.0, 0.0, 1.0]).expand(len(self.camera), 3)):
-            raise UserError("projective cameras cannot be rendered by this version of vidrender")
         frames = len(self.camera) if count is None else count
-        return warp(plate.expand(frames, -1, -1, -1), invert(self.camera[:frames, :2].float()))
+        return geometry.camera_view(plate, self.camera[:frames], plate.shape[-2:] if size is None else size)
 
 
 @dataclass

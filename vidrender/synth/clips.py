@@ -4,6 +4,14 @@
 sees, the clean frames, the true background plate, the per-frame matte, the RGBA character sprite,
 and one affine per frame from the reference frame, in the conventions of `vidrender/geometry.py`.
 `recompose` renders the true result of putting one clip's character (and motion) on another plate.
+
+With `camera=` (`vidrender/synth/camera.py`) the camera moves: the plate is a world plate larger than
+the frame, the character is placed and moves in the world, and frame t is the camera's view of the
+world (`render_views`, `geometry.camera_view`) with the character laid `over` it where the camera sees
+it. The clip then carries its cameras (T, 3, 3), frame t -> world plate in normalized coordinates
+(`geometry.CAMERA_CONVENTION`), and its affines stay what they are for every clip: the character's
+motion in the frames, reference frame -> frame t (`SynthClip.world_affines` gives it in the world).
+Without `camera` a clip is made exactly as before the option existed, bit for bit.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ import torch
 from vidrender import geometry
 from vidrender.compositing import over
 from vidrender.errors import UserError
+from vidrender.synth.camera import camera_path, check_kind, world_frame
 from vidrender.synth.motion import MotionRanges, affines_from_placements, random_placements
-from vidrender.synth.render import render_sprite_layers, retarget_placement
+from vidrender.synth.render import render_sprite_layers, render_views, retarget_placement
 from vidrender.synth.sprites import fit_sprite, procedural_character
 from vidrender.synth.textures import BACKGROUND_KINDS, background_plate
 
@@ -34,7 +43,8 @@ class SynthClip:
 
     frames:     (T, 3, H, W) what a model sees (noise and JPEG compression applied, if any).
     clean:      (T, 3, H, W) the frames before noise/compression.
-    background: (3, H, W) the true plate.
+    background: (3, H, W) the true plate; with a moving camera the world plate (3, H_w, W_w), larger than
+                the frame (each frame's true background: `backgrounds()`).
     alpha:      (T, 1, H, W) the character's anti-aliased matte.
     sprite:     (4, h, w) the character, straight RGBA.
     affines:    (T, 2, 3) float64, normalized coordinates: maps reference-frame points to frame-t points,
@@ -43,6 +53,8 @@ class SynthClip:
                 shows the sprite by `normalized_to_pixel(affines[t]) @ placement`.
     reference:  index of the reference frame.  fps: frames per second.
     settings:   JSON-able description of how the clip was made (seed, sizes, motion ranges, ...).
+    camera:     None for a static camera, else (T, 3, 3) float64 normalized cameras, frame t -> the world
+                plate `background` (`geometry.CAMERA_CONVENTION`).
     """
 
     frames: torch.Tensor
@@ -55,6 +67,7 @@ class SynthClip:
     reference: int = 0
     fps: float = 24.0
     settings: dict = field(default_factory=dict)
+    camera: torch.Tensor | None = None
 
     @property
     def width(self) -> int:
@@ -75,6 +88,21 @@ class SynthClip:
     def placements(self) -> torch.Tensor:
         """(T, 2, 3) float64 per-frame sprite placements in pixel coordinates (sprite -> frame t)."""
         return geometry.compose(self.pixel_affines(), self.placement.expand(self.num_frames, 2, 3))
+
+    def backgrounds(self) -> torch.Tensor:
+        """(T, 3, H, W) each frame's true background: the plate, or what the camera sees of the world plate."""
+        if self.camera is None:
+            return self.background.expand(self.num_frames, -1, -1, -1)
+        return render_views(self.background, self.camera, (self.height, self.width))
+
+    def world_affines(self) -> torch.Tensor:
+        """(T, 3, 3) float64: the character's motion in the world plate's normalized coordinates, from its
+        pose at the reference frame to its pose at frame t, H_t @ A_t @ H_ref^-1 (the identity for a
+        character standing still, whatever the camera does). Without a camera, the affines themselves."""
+        motion = geometry.to_homogeneous(self.affines)
+        if self.camera is None:
+            return motion
+        return self.camera @ motion @ torch.linalg.inv(self.camera[self.reference])
 
 
 def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -144,6 +172,7 @@ def make_clip(
     jpeg_quality: int | None = None,
     reference: int = 0,
     coverage: float | None = None,
+    camera: str | None = None,
 ) -> SynthClip:
     """Render a synthetic clip with ground truth; the same arguments always give the same clip.
 
@@ -153,13 +182,20 @@ def make_clip(
     character covers at motion scale 1 (None: random in 7-15%; motion scale then makes it ~5-25%).
     leave_frame: the character leaves the frame entirely and comes back (it is fully visible at the
     reference frame). noise: std of Gaussian noise added to `frames`; jpeg_quality: JPEG round trip.
+    camera: None (static), or a camera move of `vidrender.synth.camera.CAMERA_KINDS` ("pan", "zoom",
+    "handheld", "pan-zoom"): the background (procedural, or the image resized) is then the world plate,
+    the character moves in the world within the reference frame's view (so it is planted in the world,
+    and all of it shows in the reference frame), and `SynthClip.camera` holds the cameras (module
+    docstring). A static clip is the same with or without this option's existence.
     """
     width, height = _size_pair(size)
     motion = motion or MotionRanges()
     motion.validate()
     _check_settings(frames, fps, reference, noise, jpeg_quality, coverage)
-    character_rng, background_rng, motion_rng, noise_rng, coverage_rng = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(5)
+    check_kind(camera)
+    # a sixth stream for the camera: the first five are the same as before it existed
+    character_rng, background_rng, motion_rng, noise_rng, coverage_rng, camera_rng = (
+        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(6)
     )
     coverage = float(coverage_rng.uniform(*DEFAULT_COVERAGE)) if coverage is None else coverage
     target_area = coverage * width * height
@@ -174,24 +210,29 @@ def make_clip(
         raise UserError("character image is fully transparent")
     sprite_scale = float(np.sqrt(target_area / sprite[..., 3].sum()))
 
-    if background is None or isinstance(background, str):
-        if isinstance(background, str) and background not in BACKGROUND_KINDS:
-            raise UserError(f"unknown background kind {background!r}; choose from {', '.join(BACKGROUND_KINDS)}")
-        plate = background_plate(background_rng, height, width, background)
-    else:
-        plate = _image_array(background, 3, "background")
-        if plate.shape[:2] != (height, width):
-            plate = cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA)
-    plate = _quantize(plate)
+    views, offset, (plate_width, plate_height) = None, None, (width, height)
+    if camera is not None:
+        views = camera_path(camera_rng, camera, frames, width, height, reference)
+        offset, (plate_width, plate_height) = world_frame(views, width, height)
+    plate_tensor = torch.from_numpy(np.ascontiguousarray(
+        _plate(background, background_rng, plate_width, plate_height).transpose(2, 0, 1)))
 
     placements = random_placements(
         motion_rng, frames, width, height, sprite[..., 3], sprite_scale, motion, leave_frame, reference
     )
     sprite_tensor = torch.from_numpy(np.ascontiguousarray(sprite.transpose(2, 0, 1)))
-    plate_tensor = torch.from_numpy(np.ascontiguousarray(plate.transpose(2, 0, 1)))
+    cameras = None
+    if views is None:
+        backgrounds = plate_tensor
+    else:
+        # the placements are in the home view (the world); the frame sees them through its camera
+        placements = (np.linalg.inv(views) @ geometry.to_homogeneous(torch.from_numpy(placements)).numpy())[:, :2]
+        cameras = geometry.camera_to_normalized(torch.from_numpy(offset @ views), (width, height),
+                                                (plate_width, plate_height))
+        backgrounds = render_views(plate_tensor, cameras, (height, width))
     layers = render_sprite_layers(sprite_tensor, torch.from_numpy(placements), width, height)
     alpha = layers[:, 3:]
-    clean = over(layers, plate_tensor).clamp(0, 1)
+    clean = over(layers, backgrounds).clamp(0, 1)
     pixel_affines = torch.from_numpy(affines_from_placements(placements, reference))
     settings = {
         "seed": seed,
@@ -208,6 +249,8 @@ def make_clip(
         "background": background if isinstance(background, str) or background is None else "custom",
         "character": "procedural" if character is None else "custom",
     }
+    if camera is not None:  # static clips keep the settings they always had
+        settings["camera"] = camera
     return SynthClip(
         frames=_degrade(clean, noise_rng, noise, jpeg_quality),
         clean=clean,
@@ -219,7 +262,21 @@ def make_clip(
         reference=reference,
         fps=fps,
         settings=settings,
+        camera=cameras,
     )
+
+
+def _plate(background, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """The plate (H, W, 3) float32 at 8-bit levels: procedural of a kind (None: random), or an image resized."""
+    if background is None or isinstance(background, str):
+        if isinstance(background, str) and background not in BACKGROUND_KINDS:
+            raise UserError(f"unknown background kind {background!r}; choose from {', '.join(BACKGROUND_KINDS)}")
+        plate = background_plate(rng, height, width, background)
+    else:
+        plate = _image_array(background, 3, "background")
+        if plate.shape[:2] != (height, width):
+            plate = cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA)
+    return _quantize(plate)
 
 
 def recompose(character_clip: SynthClip, background: torch.Tensor, affines: torch.Tensor | None = None) -> torch.Tensor:

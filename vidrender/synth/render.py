@@ -1,9 +1,12 @@
-"""Render an RGBA sprite into video frames by per-frame affine placements, anti-aliased by supersampling.
+"""Render an RGBA sprite into video frames by per-frame affine placements, anti-aliased by supersampling;
+and render what a moving camera sees of a world plate.
 
 The sprite is sampled with `grid_sample` (bilinear, premultiplied colour, zeros outside) on a grid
 `supersample` times finer than the frame, then box-filtered down, so edges get fractional alpha.
 Placements are pixel-coordinate affines (sprite pixel coords -> frame pixel coords, both with the
 origin at the top-left corner of the top-left pixel); see `vidrender/synth/motion.py`.
+A camera's view of the world plate is sampled the same way (`render_views`), through the cameras of
+`vidrender.geometry.camera_view` (normalized, frame -> plate).
 """
 
 from __future__ import annotations
@@ -64,3 +67,23 @@ def retarget_placement(
     source = _pixel_from_normalized(*source_size)
     target = _pixel_from_normalized(*target_size)
     return (target @ torch.linalg.inv(source) @ geometry.to_homogeneous(placement.to(torch.float64)))[:2]
+
+
+def render_views(plate: torch.Tensor, cameras: torch.Tensor, size: tuple[int, int], supersample: int = 2
+                 ) -> torch.Tensor:
+    """What each camera sees of the world plate, as a camera records it: (T, 3, H, W) float32.
+
+    plate (3, H_w, W_w) in [0, 1]; cameras (T, 3, 3) normalized frame -> plate (`geometry.CAMERA_CONVENTION`);
+    size (H, W). Each frame pixel averages `supersample`^2 bilinear samples of the plate (a box filter, as
+    a sensor pixel integrates light), so the blur of bilinear sampling does not change with each frame's
+    sub-pixel offset. The same cameras always give the same pixels: the truth's per-frame backgrounds.
+    """
+    height, width = size
+    # frames per batch: the supersampled views of a batch stay under ~64 MB whatever the frame size
+    chunk = max(1, 2**24 // (3 * height * width * supersample**2))
+    views = []
+    for start in range(0, len(cameras), chunk):
+        fine = geometry.camera_view(plate.float(), cameras[start : start + chunk],
+                                    (height * supersample, width * supersample), padding_mode="border")
+        views.append(F.avg_pool2d(fine, supersample))
+    return torch.cat(views).clamp(0, 1)

@@ -10,6 +10,14 @@ Layout of a truth folder (frame files are numbered from 00000 = frame 0):
     affine.json         one 2x3 affine per frame from the reference frame, in pixel coordinates of the
                         clip size, convention written in (format: `vidrender/io/trajectory.py`)
     meta.json           how the clip was made (seed, settings) and the sprite's reference placement
+    camera.json         only for a moving camera: {"frames": [3x3 per frame], "convention": ..., "width": W,
+                        "height": H}, the layout of an export folder's camera.json; each matrix maps frame-t
+                        normalized coordinates to normalized coordinates of background.png, which is then
+                        the world plate (larger than the W x H frames); `SynthClip.backgrounds()` renders
+                        each frame's true background from the two
+
+A static clip's folder is the same as before cameras existed (format version 1); a folder with
+camera.json is version 2, so that an older vidrender refuses it by its version instead of misreading it.
 """
 
 from __future__ import annotations
@@ -32,13 +40,17 @@ from vidrender.io.json_file import read_json_object
 from vidrender.io.trajectory import read_trajectory, write_trajectory
 from vidrender.io.video import read_video
 from vidrender.io.video_write import write_video
+from vidrender.synth.camera import check_kind
 from vidrender.synth.clips import SynthClip, make_clip
-from vidrender.synth.render import render_sprite_layers
+from vidrender.synth.render import render_sprite_layers, render_views
 
 TRUTH_FORMAT = "vidrender-synth-truth"
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2
+# the version of a folder without camera.json: unchanged since version 1, so older readers keep reading it
+STATIC_TRUTH_VERSION = 1
 # every name `write_truth` writes in a truth folder (`samples --overwrite` replaces only such a folder)
-TRUTH_NAMES = re.compile(r"clip\.mp4|frames|alpha|background\.png|character\.png|affine\.json|meta\.json")
+TRUTH_NAMES = re.compile(
+    r"clip\.mp4|frames|alpha|background\.png|character\.png|affine\.json|meta\.json|camera\.json")
 _REQUIRED = ("affine.json", "meta.json", "background.png", "character.png")
 
 
@@ -82,9 +94,13 @@ def write_truth(clip: SynthClip, directory: str | os.PathLike, clean_frames: boo
         _save_png(_channels_last(clip.background), tmp / "background.png")
         _save_png(_channels_last(clip.sprite), tmp / "character.png")
         write_trajectory(tmp / "affine.json", clip.affines, clip.width, clip.height, clip.fps, clip.reference)
+        if clip.camera is not None:
+            (tmp / "camera.json").write_text(json.dumps(
+                {"frames": clip.camera.tolist(), "convention": geometry.CAMERA_CONVENTION,
+                 "width": clip.width, "height": clip.height}, indent=1))
         meta = {
             "format": TRUTH_FORMAT,
-            "version": TRUTH_VERSION,
+            "version": STATIC_TRUTH_VERSION if clip.camera is None else TRUTH_VERSION,
             "frames": clip.num_frames,
             "settings": clip.settings,
             "placement": clip.placement.tolist(),
@@ -133,7 +149,10 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
 
     background = _load_png(directory / "background.png", 3)
     sprite = _load_png(directory / "character.png", 4)
-    if background.shape[-2:] != (height, width):
+    camera = _read_camera(directory / "camera.json", count, width, height)
+    if camera is None and meta["version"] >= 2:
+        raise UserError(f"{directory}: a truth folder of version {meta['version']} needs its camera.json")
+    if camera is None and background.shape[-2:] != (height, width):
         raise UserError(
             f"{directory / 'background.png'}: size {tuple(background.shape[-2:][::-1])} "
             f"differs from affine.json's {width}x{height}"
@@ -144,7 +163,8 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
     if alpha is None or clean is None:
         layers = render_sprite_layers(sprite, placements, width, height)
         alpha = layers[:, 3:] if alpha is None else alpha
-        clean = over(layers, background).clamp(0, 1) if clean is None else clean
+        backgrounds = background if camera is None else render_views(background, camera, (height, width))
+        clean = over(layers, backgrounds).clamp(0, 1) if clean is None else clean
     frames = clean
     if (directory / "clip.mp4").is_file():
         frames, _ = read_video(directory / "clip.mp4")
@@ -163,7 +183,26 @@ def read_truth(directory: str | os.PathLike) -> SynthClip:
         reference=reference,
         fps=fps,
         settings=meta.get("settings", {}),
+        camera=camera,
     )
+
+
+def _read_camera(path: Path, count: int, width: int, height: int) -> torch.Tensor | None:
+    """The cameras (count, 3, 3) float64 of a truth folder's camera.json, or None where there is none (a
+    static camera); checked to be finite, one per frame, and stated for the clip's W x H frames."""
+    if not path.is_file():
+        return None
+    description = read_json_object(path)
+    try:
+        camera = torch.as_tensor(description.get("frames"), dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"{path}: \"frames\" must be a list of 3x3 number matrices") from None
+    if camera.shape != (count, 3, 3) or not torch.isfinite(camera).all():
+        raise UserError(f"{path}: expected {count} finite 3x3 matrices, got shape {tuple(camera.shape)}")
+    if (description.get("width"), description.get("height")) != (width, height):
+        raise UserError(f"{path}: cameras of {description.get('width')}x{description.get('height')} frames, "
+                        f"but affine.json's frames are {width}x{height}")
+    return camera
 
 
 def sample_folders(directory: str | os.PathLike, n: int) -> list[Path]:
@@ -173,18 +212,21 @@ def sample_folders(directory: str | os.PathLike, n: int) -> list[Path]:
 
 def write_samples(
     directory: str | os.PathLike, n: int = 3, size: int | tuple[int, int] = 128, frames: int = 64, seed: int = 0,
-    coverage: float | None = None,
+    coverage: float | None = None, camera: str | None = None,
 ) -> list[Path]:
     """Write `n` truth folders DIR/clip0, DIR/clip1, ... from seeds seed, seed+1, ...; returns their paths.
 
     size: a side, or (W, H) for a non-square clip; coverage: the share of the frame the character covers
-    (None: random, 7-15 %). Every third clip (clip2, clip5, ...) has its character leave the frame and come
-    back.
+    (None: random, 7-15 %); camera: None (static) or a camera move of every clip ("pan", "zoom",
+    "handheld", "pan-zoom"; `make_clip`). Every third clip (clip2, clip5, ...) has its character leave the
+    frame and come back.
     """
     if n < 1:
         raise UserError(f"number of sample clips must be at least 1, got {n}")
+    check_kind(camera)
     paths = []
     for index, folder in enumerate(sample_folders(directory, n)):
-        clip = make_clip(seed=seed + index, size=size, frames=frames, leave_frame=index % 3 == 2, coverage=coverage)
+        clip = make_clip(seed=seed + index, size=size, frames=frames, leave_frame=index % 3 == 2, coverage=coverage,
+                         camera=camera)
         paths.append(write_truth(clip, folder))
     return paths
