@@ -273,12 +273,14 @@ def test_two_trainings_cannot_write_one_checkpoint(tmp_path):
     deadline = time.monotonic() + 120
     while not (tmp_path / "m.run" / "log.jsonl").exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    second = subprocess.run([sys.executable, "-m", "vidrender", *arguments], capture_output=True, text=True,
-                            timeout=120)
+    # --overwrite, so that only the lock stands between the second run and the first one's run folder
+    second = subprocess.run([sys.executable, "-m", "vidrender", *arguments, "--overwrite"], capture_output=True,
+                            text=True, timeout=120)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
     assert second.returncode == 2 and "another vidrender command is writing it" in second.stderr, second.stderr
     assert first.returncode == 128 + signal.SIGTERM  # stopped by us, saved at a step boundary
+    assert (tmp_path / "m.run" / "log.jsonl").is_file()  # the first run's folder was not replaced
 
 
 def test_an_os_error_no_command_expected_is_still_one_line(tmp_path, capsys, monkeypatch):
