@@ -88,13 +88,19 @@ def _png_clip(folder: Path, width: int, height: int, frames: int = 6) -> Path:
     return folder
 
 
+# each parametrized refusal keeps one case in the fast tier; the others are in the slow one (a process each)
+SLOW = pytest.mark.slow
+
+
 # 1. compose options -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, message", [
     (["--fps", "1e-9"], "--fps must be from 0.1 to 1000"),  # was a ZeroDivisionError in the writer
     (["--size", "20000x2"], "over the limit of 8192 pixels a side"),  # was a traceback from libx264
-    (["--size", "\u00b2x3"], "--size: expected WIDTHxHEIGHT"),  # "²".isdigit(), but int("²") is a ValueError
-    (["--speed", "5e-324"], "over the limit of 100000"),  # the default length overflowed round()
+    # "²".isdigit(), but int("²") is a ValueError
+    pytest.param(["--size", "\u00b2x3"], "--size: expected WIDTHxHEIGHT", marks=SLOW),
+    # the default length overflowed round()
+    pytest.param(["--speed", "5e-324"], "over the limit of 100000", marks=SLOW),
 ])
 def test_compose_options_out_of_range_are_one_line_errors(checkpoint, tmp_path, options, message):
     _refused(tmp_path, "compose", "--character", checkpoint, "--background", checkpoint, "-o", tmp_path / "out.mp4",
@@ -105,10 +111,12 @@ def test_compose_options_out_of_range_are_one_line_errors(checkpoint, tmp_path, 
 
 @pytest.mark.parametrize("override, message", [
     ("train.lr=nan", "train.lr must be a finite number"),  # was a ValueError from Adam
-    ("train.log_every=0", "train.log_every must be at least 1"),  # was a ZeroDivisionError at step 1
-    ("train.seed=-1", "train.seed must be between 0 and"),  # was a ValueError from numpy's seed
-    ("infer.refine_lr=inf", "infer.refine_lr must be a finite number"),  # was accepted: NaN affines
-    pytest.param("train.steps=" + "9" * 5000, "not a value", id="5000-digit-steps"),  # a ValueError in YAML
+    # was a ZeroDivisionError at step 1
+    pytest.param("train.log_every=0", "train.log_every must be at least 1", marks=SLOW),
+    pytest.param("train.seed=-1", "train.seed must be between 0 and", marks=SLOW),  # was a ValueError from numpy's seed
+    # was accepted: NaN affines
+    pytest.param("infer.refine_lr=inf", "infer.refine_lr must be a finite number", marks=SLOW),
+    pytest.param("train.steps=" + "9" * 5000, "not a value", id="5000-digit-steps", marks=SLOW),  # a ValueError in YAML
 ])
 def test_config_values_must_be_finite_and_within_their_meaning(tmp_path, override, message):
     clip = _png_clip(tmp_path / "clip", 32, 32)
@@ -119,9 +127,10 @@ def test_config_values_must_be_finite_and_within_their_meaning(tmp_path, overrid
 
 @pytest.mark.parametrize("width, height, message", [
     (1, 64, "frames are 1x64 px; training and the layer fit need at least 16 px"),  # crashed in the layer fit
-    (64, 2, "frames are 64x2 px"),  # was trained and decomposed into nothing usable
-    (5, 5, "frames are 5x5 px"),
-    (16, 5000, "set infer.max_size to at least 5000"),  # fitted at 256x1 px: crashed in the layer fit
+    pytest.param(64, 2, "frames are 64x2 px", marks=SLOW),  # was trained and decomposed into nothing usable
+    pytest.param(5, 5, "frames are 5x5 px", marks=SLOW),
+    # fitted at 256x1 px: crashed in the layer fit
+    pytest.param(16, 5000, "set infer.max_size to at least 5000", marks=SLOW),
 ])
 def test_clips_too_thin_are_refused_before_training(tmp_path, width, height, message):
     clip = _png_clip(tmp_path / "clip", width, height)
@@ -155,10 +164,11 @@ def test_json_files_with_a_byte_order_mark_are_read(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("command, message", [
     (["export", "{fifo}", "-o", "{out}"], "fifo.pt: is a FIFO (named pipe), not a checkpoint file"),
-    (["export", "/dev/null", "-o", "{out}"], "/dev/null: is a device, not a checkpoint file"),
+    pytest.param(["export", "/dev/null", "-o", "{out}"], "/dev/null: is a device, not a checkpoint file", marks=SLOW),
     (["compose", "--character", "{checkpoint}", "--background", "{checkpoint}", "--motion", "{fifo}",
       "-o", "{out}.mp4"], "fifo.pt is a FIFO (named pipe), not a trajectory file"),
-    (["train", "{fifo}", "-o", "{out}.pt", "--steps", "1"], "fifo.pt: is a FIFO (named pipe), not a file or folder"),
+    pytest.param(["train", "{fifo}", "-o", "{out}.pt", "--steps", "1"],
+                 "fifo.pt: is a FIFO (named pipe), not a file or folder", marks=SLOW),
 ])
 def test_fifos_and_devices_are_named_not_read(checkpoint, tmp_path, command, message):
     fifo = tmp_path / "fifo.pt"
@@ -214,6 +224,7 @@ print(status("VmHWM:") - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs")
 def test_compose_memory_estimate_is_within_20_percent_of_the_peak(checkpoint, tmp_path):
     """The command's peak resident memory beyond what it held before the command started, against
