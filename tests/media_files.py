@@ -20,15 +20,20 @@ def write_h264(path: Path, frames, container_options: dict | None = None) -> Pat
     return path
 
 
-def write_audio_only(path: Path) -> Path:
-    """A container holding a short silent AAC stream and no video stream."""
-    container = av.open(str(path), "w")
-    stream = container.add_stream("aac", rate=44100)
+def mux_silence(container, stream) -> None:
+    """Encode and mux five frames of silence (about 0.1 s) into the AAC `stream` of `container`, and flush it."""
     for index in range(5):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate, frame.pts = 44100, index * 1024
         container.mux(stream.encode(frame))
     container.mux(stream.encode())
+
+
+def write_audio_only(path: Path) -> Path:
+    """A container holding a short silent AAC stream and no video stream."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("aac", rate=44100)
+    mux_silence(container, stream)
     container.close()
     return path
 
@@ -58,11 +63,7 @@ def write_audio_with_cover(path: Path, cover) -> Path:
     container = av.open(str(path), "w")
     audio = container.add_stream("aac", rate=44100)
     _add_cover(container, cover)
-    for index in range(5):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, index * 1024
-        container.mux(audio.encode(frame))
-    container.mux(audio.encode())
+    mux_silence(container, audio)
     container.close()
     return path
 

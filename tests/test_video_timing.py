@@ -14,7 +14,7 @@ import av
 import av.filter
 import numpy as np
 import pytest
-from media_files import write_audio_with_cover, write_cover_first_mp4
+from media_files import mux_silence, write_audio_with_cover, write_cover_first_mp4
 from PIL import Image
 
 from vidrender.errors import UserError
@@ -175,11 +175,7 @@ def write_matroska_audio_with_cover(path):
     container = av.open(str(path), "w")
     container.add_attachment("cover.png", "image/png", cover.read_bytes())
     audio = container.add_stream("aac", rate=44100)
-    for index in range(5):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, index * 1024
-        container.mux(audio.encode(frame))
-    container.mux(audio.encode())
+    mux_silence(container, audio)
     container.close()
     return path
 
