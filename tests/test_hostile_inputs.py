@@ -216,7 +216,7 @@ MOTION_DAMAGE = {
     "missing_plate": (_drop_entry(("background", "plate")), "plate is not a float tensor"),
     "plate_wrong_shape": (_set_entry(("background", "plate"), torch.zeros(3, 5)), "plate has shape (3, 5)"),
     "plate_not_a_tensor": (_set_entry(("background", "plate"), [[0.5]]), "plate is not a float tensor"),
-    "empty_plate": (_set_entry(("background", "plate"), torch.zeros(3, 0, 0)), "a 0x0 plate"),
+    "empty_plate": (_set_entry(("background", "plate"), torch.zeros(3, 0, 0)), "the plate is 0x0"),
     "no_characters": (_set_entry(("characters",), []), "no character layers"),
     "no_affines": (_set_entry(("characters", 0, "affines"), torch.zeros(0, 2, 3)), "have 0 affines"),
     "nan_affines": (_set_entry(("characters", 0, "affines"), torch.full((4, 2, 3), float("nan"))),

@@ -141,7 +141,8 @@ def check_affines(values, what: str) -> torch.Tensor:
 
 CAMERA_CONVENTION = (
     "Each 3x3 matrix maps frame-t normalized coordinates (align_corners=False: -1 and 1 are the outer edges "
-    "of the frame, x right, y down) to normalized coordinates of background.png: [u, v, w] = H @ [x, y, 1]."
+    "of the frame, x right, y down) to normalized coordinates of the plate (background.png; world_plate.png "
+    "for a moving camera): [u, v, w] = H @ [x, y, 1]."
 )
 
 

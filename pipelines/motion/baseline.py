@@ -22,16 +22,10 @@ import torch.nn.functional as F
 
 from vidrender import geometry
 from vidrender.compositing import over
-from vidrender.pipelines.motion.background import masked_median_plate, median_plate
-from vidrender.pipelines.motion.camera import (
-    STATIC_TOLERANCE_PX,
-    WorldBounds,
-    estimate_cameras,
-    is_static,
-    world_bounds,
-)
-from vidrender.pipelines.motion.difference_matte import difference_matte, difference_threshold
+from vidrender.pipelines.motion.background import median_plate
+from vidrender.pipelines.motion.difference_matte import difference_matte
 from vidrender.pipelines.motion.tracking import track_affines
+from vidrender.pipelines.motion.world import find_cameras, frame_affines, stabilise
 
 
 @dataclass
@@ -60,13 +54,12 @@ def baseline_decompose(frames: torch.Tensor, reference: int = 0, threshold: floa
 @dataclass
 class MovingBaselineLayers(BaselineLayers):
     """The classical layers of a moving-camera clip. `plate` is the world plate (3, H_w, W_w), the
-    reference frame's view extended (`bounds`: its box in reference-frame pixels); `cameras` (T, 3, 3),
+    reference frame's view extended (`camera.world_bounds`); `cameras` (T, 3, 3),
     frame t -> plate, normalized (`geometry.CAMERA_CONVENTION`); `alpha` (T, 1, H, W) and `affines`
     (T, 2, 3) are in each frame, as for a static clip, and `world_affines` (T, 2, 3) is the character's
     motion in the plate's normalized coordinates (reference pose -> pose at t)."""
 
     cameras: torch.Tensor
-    bounds: WorldBounds
     world_affines: torch.Tensor
 
     def backgrounds(self, size: tuple[int, int]) -> torch.Tensor:
@@ -78,60 +71,20 @@ def baseline_decompose_moving(frames: torch.Tensor, reference: int = 0, threshol
                               model: str = "homography") -> BaselineLayers:
     """Plate, matte and motion of a clip filmed by a moving camera, `frames` (T, 3, H, W) float in [0, 1].
 
-    The cameras are estimated twice: over the whole frame, then again ignoring the first pass's mattes
-    (the character moves otherwise than the background and, over a background of little texture, pulls
-    the photometric refinement). A clip whose camera turns out static (`camera.is_static`, either time)
-    gets `baseline_decompose`'s layers unchanged.
-    threshold: as for `baseline_decompose`; model: the camera model of `estimate_cameras`.
+    The cameras are found as for the model (`world.find_cameras`: twice, the second time ignoring the
+    first pass's mattes); a clip whose camera turns out static gets `baseline_decompose`'s layers
+    unchanged. threshold: as for `baseline_decompose`; model: the camera model of `estimate_cameras`.
     """
-    size = tuple(frames.shape[-2:])
-    cameras = estimate_cameras(frames, None, reference, model)
-    if is_static(cameras, STATIC_TOLERANCE_PX, size):
+    cameras = find_cameras(frames, reference, model)
+    if cameras is None:
         return baseline_decompose(frames, reference, threshold)
-    layers = _world_layers(frames, cameras, reference, threshold, tracked=False)
-    cameras = estimate_cameras(frames, layers.alpha, reference, model)
-    if is_static(cameras, STATIC_TOLERANCE_PX, size):  # the character had pulled the first estimate
-        return baseline_decompose(frames, reference, threshold)
-    return _world_layers(frames, cameras, reference, threshold, tracked=True)
-
-
-def _world_layers(frames: torch.Tensor, cameras: torch.Tensor, reference: int, threshold: float | None,
-                  tracked: bool) -> MovingBaselineLayers:
-    """The static recipe run in the world plate's coordinates, its mattes and affines carried back into
-    the frames; `tracked=False` skips the tracking (affines are then the identity)."""
-    size = tuple(frames.shape[-2:])
-    bounds = world_bounds(cameras, size)
-    plate_size = (bounds.height, bounds.width)
-    to_frames = torch.linalg.inv(bounds.cameras)
-    stable = geometry.camera_view(frames.float(), to_frames, plate_size)
-    # a plate pixel is seen by frame t where the whole bilinear footprint lies inside the frame
-    seen = geometry.camera_view(torch.ones(1, 1, *size), to_frames, plate_size) > 1 - 1e-4
-    plate, _ = masked_median_plate(stable, ~seen, stable.mean(dim=0))
-    # where a frame does not see the world, it shows the plate: the stabilised clip is then a static one
-    stable = torch.where(seen, stable, plate)
-    if threshold is None:
-        threshold = difference_threshold((stable - plate).permute(1, 0, 2, 3)[:, seen[:, 0]].numpy())
-    world_alpha = difference_matte(stable, plate, threshold)
-    alpha = (geometry.camera_view(world_alpha, bounds.cameras, size) > 0.5).float()
-    count = len(frames)
-    world_affines = geometry.identity(count, torch.float64)
-    if tracked:
-        world_affines = track_affines(stable, reference, mask=world_alpha)
-    affines = _in_frames(world_affines, bounds.cameras, reference)
-    return MovingBaselineLayers(plate=plate, alpha=alpha, affines=affines, reference=reference,
-                                cameras=bounds.cameras, bounds=bounds, world_affines=world_affines)
-
-
-def _in_frames(world_affines: torch.Tensor, cameras: torch.Tensor, reference: int) -> torch.Tensor:
-    """Affines (T, 2, 3) in the frames (reference frame -> frame t, normalized) from affines in the plate:
-    H_t^-1 @ A_t @ H_reference, fitted by an affine (least squares on a 5 x 5 grid over the frame) where
-    projective cameras make it a homography."""
-    motion = torch.linalg.inv(cameras) @ geometry.to_homogeneous(world_affines) @ cameras[reference]
-    steps = torch.linspace(-1, 1, 5, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), -1).reshape(-1, 2)
-    moved = geometry.project(motion, grid.expand(len(motion), -1, -1))
-    design = torch.cat([grid, torch.ones(len(grid), 1, dtype=torch.float64)], -1)
-    return torch.linalg.lstsq(design.expand(len(motion), -1, -1), moved).solution.transpose(-1, -2)
+    world = stabilise(frames, cameras)
+    world_alpha = world.moving(threshold)
+    alpha = (world.in_frames(world_alpha) > 0.5).float()
+    world_affines = track_affines(world.frames, reference, mask=world_alpha)
+    affines = frame_affines(world_affines, world.cameras, reference)
+    return MovingBaselineLayers(plate=world.plate, alpha=alpha, affines=affines, reference=reference,
+                                cameras=world.cameras, world_affines=world_affines)
 
 
 def character_layer(frames: torch.Tensor, layers: BaselineLayers) -> tuple[torch.Tensor, torch.Tensor]:

@@ -128,6 +128,9 @@ def compose(
     rotate: Annotated[float, typer.Option(help="Extra rotation, degrees per second (counter-clockwise).")] = 0.0,
     scale: Annotated[float, typer.Option(help="Extra scale factor per second.")] = 1.0,
     speed: Annotated[float, typer.Option(help="Playback speed of the motion.")] = 1.0,
+    camera: Annotated[str, typer.Option(
+        help="Camera move that films the output: background (B's), source (the character's clip's) or static."
+    )] = "background",
     layers_only: Annotated[
         bool, typer.Option("--layers-only", help="Write the character layer with alpha only.")
     ] = False,
@@ -150,7 +153,7 @@ def compose(
         result = put_together(load_stack(character, character_clip), load_stack(background, background_clip),
                               motion=motion, frames=frames, fps=fps, size=None if size is None else output_size(size),
                               translate=_pair(translate, "--translate"), rotate=rotate, scale=scale, speed=speed,
-                              layers_only=layers_only)
+                              layers_only=layers_only, camera=camera)
         write_video(output, result.frames, result.fps)
         if preview:
             from vidrender.io.images import contact_sheet, write_image

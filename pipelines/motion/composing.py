@@ -11,6 +11,17 @@ second, counter-clockwise on screen), `scale` (factor per second), all about the
 after the motion; `speed` resamples time, `frames` sets the length (looping). The edits are rigid in
 pixels of the output frame, so a rotation stays a rotation on a non-square frame.
 
+Moving cameras: a layer stack filmed by a moving camera holds its character in the world (`stack.py`).
+The character is moved in the coordinates of its clip's reference frame (`LayerStack.reference_layer`:
+its motion without its camera's move), and the output is filmed by a camera C_i, frame i -> the
+background's reference frame, chosen by `camera`:
+  * `background`  B's camera move (`LayerStack.relative_cameras`; identities for a static B): the
+                  character stays planted in B's world while B's camera pans (the default);
+  * `source`      A's camera move, played over B's world plate;
+  * `static`      no camera move: B's reference view, the character without its old camera shake.
+Frame i then shows B's plate through H_reference^B @ C_i and the character through M_i^-1 @ C_i. Where
+every C_i is the identity, this is the static render, bit for bit.
+
 Every option is checked before any work, each a one-line `UserError` (ranges in docs/commands.md):
 the frame rate within FPS_RANGE, each side of the output within 2..MAX_SIDE and its area within the
 video reader's DEFAULT_MAX_PIXELS (so that vidrender can read what it writes), 1..MAX_FRAMES frames,
@@ -31,6 +42,7 @@ from pathlib import Path
 import torch
 
 from vidrender import geometry
+from vidrender.compositing import premultiply
 from vidrender.errors import UserError
 from vidrender.io.paths import file_problem
 from vidrender.io.trajectory import read_trajectory
@@ -51,6 +63,7 @@ MAX_FRAMES = 100_000
 # temporaries whatever the output size. They measured 11 to 20 float32 values per pixel of a chunk at
 # the peak (grid, sampled layer, its copies, the composite; freed memory the allocator keeps)
 CHUNK_PIXELS = 1 << 20
+CAMERAS = ("background", "source", "static")
 CHUNK_FLOATS = 16
 # What the writer holds while it encodes, after rendering: libx264 (.mp4) measured as about 64 frames in
 # flight (lookahead, reference frames, threads; 2 cores) of one float32 plane each; a .gif holds all its
@@ -69,35 +82,44 @@ class Composite:
 
 def compose(character: LayerStack, background: LayerStack, motion: str | Path = "source", frames: int | None = None,
             fps: float | None = None, size: tuple[int, int] | None = None, translate: tuple[float, float] = (0.0, 0.0),
-            rotate: float = 0.0, scale: float = 1.0, speed: float = 1.0, layers_only: bool = False) -> Composite:
+            rotate: float = 0.0, scale: float = 1.0, speed: float = 1.0, layers_only: bool = False,
+            camera: str = "background") -> Composite:
     """The first character of `character` over the background of `background` (module doc).
 
     size: (W, H) of the output, default the background's native size; fps: default the background's;
     frames: default the motion played once at the output rate; layers_only: the moved character layer
-    alone, with alpha. Bad values are one `UserError`.
+    alone, with alpha; camera: whose camera move films the output (module doc). Bad values are one
+    `UserError`.
     """
     # 1. the output grid and the options, each checked before any work
     width, height = check_size(size, background)
     out_fps = check_fps(fps, background)
     check_motion_options(frames, speed, translate, rotate, scale)
+    if camera not in CAMERAS:
+        raise UserError(f"--camera: expected one of {', '.join(CAMERAS)}, got {camera[:40]!r}")
     # 2. the motion, its length at the output rate, and the memory that length needs
     path, path_fps = motion_path(str(motion), character, background, (width, height))
     count = output_length(frames, path.shape[0], path_fps, out_fps, speed)
     check_memory(count, (width, height), layers_only)
-    # 3. retime to the output rate, then apply the edits after the motion
+    # 3. retime to the output rate, then apply the edits after the motion; the camera move likewise
     affines = retime(path, path_fps, out_fps, count, speed)
     affines = geometry.compose(edits(count, out_fps, translate, rotate, scale, (width, height)), affines)
+    moves = {"background": background, "source": character, "static": None}[camera]
+    cameras = None
+    if moves is not None and not moves.background.is_static:
+        # the camera keeps its own pace: --speed is the character's
+        cameras = retime(moves.relative_cameras(), float(moves.fps), out_fps, count, 1.0)
     # 4. render, a chunk of frames at a time: the layer sampled once into the output grid, over the
     #    background's view of its plate
-    rendered = render(character.characters[0], None if layers_only else background.background, affines,
-                      (height, width))
+    rendered = render(character.reference_layer(0), None if layers_only else background, affines,
+                      (height, width), cameras)
     return Composite(rendered, out_fps)
 
 
 def check_size(size: tuple[int, int] | None, background: LayerStack) -> tuple[int, int]:
     """(W, H) of the output: `size`, or the background's native size, within the limits (module doc)."""
     if size is None:
-        width, height = background.size[::-1]
+        width, height = background.frame_size[::-1]
         where = f"the background's size {width}x{height} (choose a --size)"
     else:
         if len(size) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) for side in size):
@@ -174,44 +196,56 @@ def chunk_frames(size: tuple[int, int]) -> int:
     return max(1, CHUNK_PIXELS // (size[0] * size[1]))
 
 
-def render(layer: CharacterLayer, background: BackgroundLayer | None, affines: torch.Tensor,
-           size: tuple[int, int]) -> torch.Tensor:
-    """`layer` moved by `affines` (T, 2, 3) over `background`'s views at `size` (H, W): (T, 3, H, W) RGB;
-    with no background, the moved layer alone as straight RGBA (T, 4, H, W).
+def render(layer: CharacterLayer, background: LayerStack | None, affines: torch.Tensor, size: tuple[int, int],
+           cameras: torch.Tensor | None = None) -> torch.Tensor:
+    """`layer` moved by `affines` (T, 2, 3) over `background`'s plate at `size` (H, W): (T, 3, H, W) RGB;
+    with no background, the moved layer alone as straight RGBA (T, 4, H, W). cameras: None (a static
+    camera) or (T, 3, 3) output frame i -> the background's reference frame, normalized (module doc).
 
     Rendered a chunk of frames at a time into the result: rendering all at once held several copies of
     the moved layer and of the frames at the peak (12.6 to 13 float32 values a pixel measured, where the
     result has 3).
-    A moving camera's frame i is camera i of the background clip (looping, like the motion).
     """
     height, width = size
     count = len(affines)
     result = torch.empty(count, 3 if background is not None else 4, height, width)
-    plate = None if background is None else BackgroundLayer.static(background.plate, 1).views(1, size)[0]
+    plate = None
+    if background is not None and cameras is None:
+        plate = background.background.plate if background.background.is_static else reference_view(background)
+        plate = BackgroundLayer.static(plate, 1).views(1, size)[0]
     step = chunk_frames((width, height))
     for start in range(0, count, step):
         stop = min(count, start + step)
         # a function call, so that a chunk's temporaries are freed before the next chunk is rendered
-        result[start:stop] = _render_chunk(layer, background, plate, affines, start, stop, size)
+        chunk = None if cameras is None else cameras[start:stop]
+        result[start:stop] = _render_chunk(layer, background, plate, affines[start:stop], chunk, size)
     return result
 
 
-def _render_chunk(layer: CharacterLayer, background: BackgroundLayer | None, plate: torch.Tensor | None,
-                  affines: torch.Tensor, start: int, stop: int, size: tuple[int, int]) -> torch.Tensor:
-    """Output frames start..stop-1 of `render`."""
-    moved = layer.moved(affines[start:stop], size)
+def reference_view(stack: LayerStack) -> torch.Tensor:
+    """(3, H, W) the reference frame's view of a stack's plate, at its frame size."""
+    camera = stack.background.camera[stack.reference][None]
+    return BackgroundLayer(stack.background.plate, camera).views(size=stack.frame_size)[0]
+
+
+def _render_chunk(layer: CharacterLayer, background: LayerStack | None, plate: torch.Tensor | None,
+                  affines: torch.Tensor, cameras: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """Output frames of `render` for a chunk of its affines (N, 2, 3) and cameras (N, 3, 3) or None."""
+    if cameras is None:
+        moved = layer.moved(affines, size)
+        views = None if background is None else plate[None]
+    else:
+        # output pixel p shows the layer at M^-1 C p and the plate at H_reference C p
+        cameras = cameras.double()
+        to_layer = torch.linalg.solve(geometry.to_homogeneous(affines.double()), cameras)
+        moved = geometry.camera_view(premultiply(layer.rgba.float()), to_layer, size).clamp(0, 1)
+        views = None
+        if background is not None:
+            to_plate = background.background.camera[background.reference].double() @ cameras
+            views = geometry.camera_view(background.background.plate.float(), to_plate, size, padding_mode="border")
     if background is None:
         return straight(moved)
-    return composite(_views(background, plate, start, stop), [moved])
-
-
-def _views(background: BackgroundLayer, plate: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """The background's views of output frames start..stop-1 from its `plate` already at the output size:
-    the plate itself for a static camera (broadcast), else each frame's camera (looping)."""
-    if background.is_static:
-        return plate[None]
-    cameras = background.camera[torch.arange(start, stop) % len(background.camera)]
-    return BackgroundLayer(plate, cameras).views()
+    return composite(views, [moved])
 
 
 def motion_path(motion: str, character: LayerStack, background: LayerStack, size: tuple[int, int]
@@ -219,9 +253,9 @@ def motion_path(motion: str, character: LayerStack, background: LayerStack, size
     """Affines (T, 2, 3) normalized and their frame rate for a `motion` value; a trajectory file without
     its own "width"/"height" is read on the output's pixel grid `size` (W, H)."""
     if motion == "source":
-        return character.characters[0].affines.float(), float(character.fps)
+        return character.reference_layer(0).affines.float(), float(character.fps)
     if motion == "background":
-        return background.characters[0].affines.float(), float(background.fps)
+        return background.reference_layer(0).affines.float(), float(background.fps)
     problem = file_problem(motion, "trajectory file")
     if problem is not None and not os.path.lexists(motion):  # a typo of source or background, or of a path
         raise UserError(f"--motion: {motion[:80]!r} is not 'source', 'background' or an existing trajectory file")

@@ -22,6 +22,7 @@ MAX_TRAIN_SIZE = 8192
 MAX_INFER_SIZE = 8192
 MAX_GAP = 1000
 MAX_WIDTH = 4096  # channels of a network layer
+CAMERAS = ("homography", "affine", "similarity", "static")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class DataConfig:
     size: int = 64  # training resolution: frames are resized to size x size (affines are normalized)
     max_gap: int = 8  # K: training pairs (t, t+k) and (t+k, t) for k in 1..K
     warm_start_steps: int = 300  # label-free: rendering hands over from tracked to predicted affines
+    # the camera model fitted to every clip (homography, affine, similarity; a clip whose camera does not
+    # move takes the static path), or static: the camera is not estimated (a tripod shot; saves its time)
+    camera: str = "homography"
 
 
 @dataclass
@@ -123,6 +127,8 @@ def _validate_data(data: DataConfig) -> None:
     # the pair list holds (2 max_gap) candidates per frame: a huge gap only costs time, never adds a pair
     between("data.max_gap", data.max_gap, 1, MAX_GAP)
     at_least("data.warm_start_steps", data.warm_start_steps, 0)
+    if data.camera not in CAMERAS:
+        raise UserError(f"data.camera: unknown camera model {data.camera!r}; choose one of {', '.join(CAMERAS)}")
 
 
 def _validate_model(model: ModelConfig) -> None:

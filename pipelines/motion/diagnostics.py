@@ -44,22 +44,22 @@ class LayerReport:
 
 
 def layer_report(stack: LayerStack, frames: torch.Tensor, max_side: int = 256) -> LayerReport:
-    """Check `stack` against the clip it was taken from, frames (T, 3, H, W) in [0, 1] at the stack's size.
+    """Check `stack` against the clip it was taken from, frames (T, 3, H, W) in [0, 1] at its `frame_size`.
 
     Both are compared shrunk to a longest side of `max_side` (the check needs shapes, not detail, and the
     difference matte of a long clip at native size would need several times the clip's memory).
     """
-    if len(frames) != stack.frame_count or tuple(frames.shape[-2:]) != stack.size:
+    if len(frames) != stack.frame_count or tuple(frames.shape[-2:]) != stack.frame_size:
         raise ValueError(f"layer_report: frames {tuple(frames.shape)} do not match a stack of {stack.frame_count} "
-                         f"frames of {stack.size}")
-    size = working_size(*stack.size, max_side)
-    if size != stack.size:
+                         f"frames of {stack.frame_size}")
+    size = working_size(*stack.frame_size, max_side)
+    if size != stack.frame_size:
         frames = resize_frames_to(frames.float(), size)
     views = stack.background.views(len(frames), size)
     moving = torch.cat([difference_matte(chunk, view) for chunk, view in _pairs(frames, views)]) > 0.5
     covered = torch.zeros_like(moving)
-    for character in stack.characters:
-        covered |= character.moved(size=size)[:, 3:] > 0.5
+    for number in range(len(stack.characters)):
+        covered |= stack.character_frames(number, size)[:, 3:] > 0.5
     moving_count = int(moving.sum())
     explained = float((moving & covered).sum()) / moving_count if moving_count else 1.0
     return LayerReport(explained, moving_count / moving.numel(), float(covered.float().mean()))

@@ -38,6 +38,8 @@ from vidrender.schedule import cosine
 CHUNK = 32
 # Below this alpha a pixel's foreground colour cannot be told from the plate's; the frame's own is kept.
 MIN_ALPHA = 0.05
+# The alpha logit of a pixel the character layer cannot have: sigmoid(-30) is 1e-13.
+HIDDEN_LOGIT = -30.0
 # A pixel counts as background for the plate only if the warped alpha there is below this (after a
 # one-pixel dilation), so the character's soft edge never leaks into the plate.
 PLATE_ALPHA = 0.02
@@ -64,12 +66,13 @@ def matte_logits(model: MotionModel, features: torch.Tensor, size: tuple[int, in
 
 def align_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
                   plate: torch.Tensor, reference: int, steps: int, lr: float,
-                  guides: torch.Tensor | None = None) -> torch.Tensor:
+                  guides: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
     """Affines reference -> t (T, 2, 3) from the model's predictor, each frame then aligned to the reference.
 
     frames (T, 3, S, S) and features (T, C, S, S) at the training size; logits (1, S, S) the reference
     alpha logits; plate (3, S, S); guides: optional (T, 2, 3) normalized affines reference -> t from
-    another tracker (OpenCV's, `tracking.py`). Going outwards from the reference (both directions at
+    another tracker (OpenCV's, `tracking.py`); visible: optional (T, 1, S, S) bool, the pixels each frame
+    really shows (`fit_clip`), the only ones compared. Going outwards from the reference (both directions at
     once), frame t starts from its neighbour's aligned affine followed by the predicted neighbour -> t
     step, or from whichever of these renders frame t better: the neighbour's affine itself, a
     constant-velocity guess (safety nets for the predictor's worst steps) and the guide of frame t. Then
@@ -101,18 +104,21 @@ def align_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tens
                     candidates.append(guides[target])
                 candidates = torch.stack(candidates)
                 rendered, _ = render_over_plate(frames[reference], alpha, candidates, plate)
-                errors = robust_l1_each(rendered - frames[target])
+                residual = rendered - frames[target]
+                errors = robust_l1_each(residual if visible is None else residual * visible[target])
                 starts.append(candidates[errors.argmin()])
         affines[targets] = fit_affines(frames[targets], frames[reference], alpha, torch.stack(starts), plate, steps,
-                                       lr)
+                                       lr, visible=None if visible is None else visible[targets])
     return affines
 
 
 def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
-                plate: torch.Tensor, steps: int, lr: float, smooth: bool = False) -> torch.Tensor:
+                plate: torch.Tensor, steps: int, lr: float, smooth: bool = False,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
     """Align the character layer (RGB (3, H, W), alpha (1, H, W)) to frames (B, 3, H, W) over `plate`:
-    Adam on affines (B, 2, 3) from the given start, cosine-decayed lr, on the robust L1 of the residual,
-    first averaged over 4 x 4 windows at stride 2 if `smooth`. Returns the fitted affines.
+    Adam on affines (B, 2, 3) from the given start, cosine-decayed lr, on the robust L1 of the residual
+    (only where `visible` (B, 1, H, W) bool, if given: the pixels each frame really shows), first averaged
+    over 4 x 4 windows at stride 2 if `smooth`. Returns the fitted affines.
 
     Why smooth: the render resamples the reference frame bilinearly while the frames were filtered by the
     camera (or by box-filter anti-aliasing) at their own scale, so their point spread functions differ and
@@ -126,7 +132,7 @@ def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tens
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         rendered, _ = render_over_plate(character, alpha, affines + delta, plate)
-        residual = rendered - frames
+        residual = rendered - frames if visible is None else (rendered - frames) * visible
         if smooth:
             residual = F.avg_pool2d(residual, 4, stride=2, padding=1, count_include_pad=False)
         loss = robust_l1(residual)
@@ -183,10 +189,12 @@ def foreground_colour(frame: torch.Tensor, alpha: torch.Tensor, plate: torch.Ten
 
 
 def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, affines: torch.Tensor,
-              plate: torch.Tensor, seen: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+              plate: torch.Tensor, seen: torch.Tensor, steps: int, lr: float,
+              visible: torch.Tensor | None = None) -> torch.Tensor:
     """Fit the character's alpha logits (1, H, W) to frames (T, 3, H, W), affines (T, 2, 3) held: Adam on
-    the robust L1 of `render_over_plate`, cosine-decayed lr; the colour follows the matte
-    (`foreground_colour` of the reference `frame`). Returns the fitted logits.
+    the robust L1 of `render_over_plate` (only where `visible` (T, 1, H, W) bool, if given), cosine-decayed
+    lr; the colour follows the matte (`foreground_colour` of the reference `frame`). Returns the fitted
+    logits.
 
     Affines and matte are fitted one after the other, not jointly: with both free, growing the matte
     while shrinking every affine costs almost nothing, and a joint fit drifted along that direction
@@ -198,7 +206,7 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         alpha = torch.sigmoid(logits)
         rendered, _ = render_over_plate(foreground_colour(frame, alpha, plate, seen), alpha, affines, plate)
-        loss = robust_l1(rendered - frames)
+        loss = robust_l1(rendered - frames if visible is None else (rendered - frames) * visible)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -212,11 +220,14 @@ def working_size(height: int, width: int, max_size: int) -> tuple[int, int]:
 
 
 def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-             known: torch.Tensor | None, tracked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             known: torch.Tensor | None, tracked: torch.Tensor | None = None, visible: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-4 of the module doc on frames (T, 3, h, w): returns (affines (T, 2, 3), alpha logits (1, h, w)).
 
     known: (T, 2, 3) affines frame 0 -> t used as given; tracked: (T, 2, 3) OpenCV's affines frame 0 -> t,
-    candidates for the label-free start (step 1). Either is re-based on the reference frame here."""
+    candidates for the label-free start (step 1). Either is re-based on the reference frame here.
+    visible: optional (T, 1, h, w) bool, the pixels each frame really shows (a stabilised moving-camera
+    clip, `world.WorldClip.seen`); the fits and the plate use only those."""
     size = frames.shape[-2:]
     reference = config.reference
     small = resize_frames(frames, model.size)
@@ -226,24 +237,45 @@ def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: 
     if known is not None:
         affines = from_reference(known, reference)
     else:
-        coarse_logits = matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0]
+        small_visible = None if visible is None else resize_frames(visible.float(), model.size) > 0.99
+        coarse_logits = in_view(matte_logits(model, features[reference : reference + 1], small.shape[-2:])[0],
+                                small_visible, reference)
         guides = None if tracked is None else from_reference(tracked, reference)
         affines = align_affines(model, small, features, coarse_logits, coarse_plate, reference,
-                                config.track_steps, config.track_lr, guides)
-    logits = matte_logits(model, features[reference : reference + 1], size)[0]
+                                config.track_steps, config.track_lr, guides, small_visible)
+    logits = in_view(matte_logits(model, features[reference : reference + 1], size)[0], visible, reference)
     fallback = F.interpolate(coarse_plate[None], size=size, mode="bilinear", align_corners=False)[0]
-    plate, seen = masked_median_plate(frames, covered_masks(torch.sigmoid(logits), affines), fallback)
+    plate, seen = plate_behind(frames, logits, affines, fallback, visible)
     for _ in range(config.rounds):
         if known is None:
             alpha = torch.sigmoid(logits)
             character = foreground_colour(frames[reference], alpha, plate, seen)
             affines = fit_affines(frames, character, alpha, affines, plate, config.refine_steps, config.refine_lr,
-                                  config.smooth_residual)
+                                  config.smooth_residual, visible)
             affines[reference] = identity(1)[0]
-        logits = fit_matte(frames[reference], frames, logits, affines, plate, seen, config.refine_steps,
-                           config.layer_lr)
-        plate, seen = masked_median_plate(frames, covered_masks(torch.sigmoid(logits), affines), fallback)
+        logits = in_view(fit_matte(frames[reference], frames, logits, affines, plate, seen, config.refine_steps,
+                                   config.layer_lr, visible), visible, reference)
+        plate, seen = plate_behind(frames, logits, affines, fallback, visible)
     return affines, logits
+
+
+def in_view(logits: torch.Tensor, visible: torch.Tensor | None, reference: int | None = None) -> torch.Tensor:
+    """Alpha logits (1, H, W) with the character removed where the reference frame does not show the world:
+    `visible` (1, H, W) bool, or (T, 1, H, W) with the frame `reference`; None keeps everything. The layer
+    holds the character as the reference frame shows it, so nothing of it can lie outside that view."""
+    if visible is None:
+        return logits
+    shown = visible if reference is None else visible[reference]
+    return logits.masked_fill(~shown, HIDDEN_LOGIT)
+
+
+def plate_behind(frames: torch.Tensor, logits: torch.Tensor, affines: torch.Tensor, fallback: torch.Tensor,
+                 visible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 4 of the module doc: the plate (3, H, W) behind the character of alpha logits (1, H, W) moved
+    by affines (T, 2, 3), from frames (T, 3, H, W) where they are `visible` (T, 1, H, W) bool (all, if
+    None), and where it was seen (1, H, W) bool (`background.masked_median_plate`)."""
+    covered = covered_masks(torch.sigmoid(logits), affines)
+    return masked_median_plate(frames, covered if visible is None else covered | ~visible, fallback)
 
 
 def from_reference(affines: torch.Tensor, reference: int) -> torch.Tensor:
@@ -252,13 +284,15 @@ def from_reference(affines: torch.Tensor, reference: int) -> torch.Tensor:
 
 
 def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
-              known: torch.Tensor | None = None, tracked: torch.Tensor | None = None) -> LayerStack:
+              known: torch.Tensor | None = None, tracked: torch.Tensor | None = None,
+              visible: torch.Tensor | None = None) -> LayerStack:
     """The layer stack of one clip: its frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
 
     The fits run on the frames shrunk to a longest side of `config.max_size` (if larger); plate, colour
     and matte are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
     -> t, used as given (variant `known`); tracked: (T, 2, 3) OpenCV's affines frame 0 -> t, which help
-    the label-free variants find a character again after it left the frame. The stack holds the plate
+    the label-free variants find a character again after it left the frame; visible: optional
+    (T, 1, H, W) bool, the pixels each frame really shows (`fit_clip`). The stack holds the plate
     (3, H, W), one character layer (straight RGBA (4, H, W) at the reference pose, affines (T, 2, 3)
     reference -> t) and the clip's name, fps and native size.
     """
@@ -269,14 +303,18 @@ def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConf
     model.eval()
     size = working_size(height, width, config.max_size)
     working = frames.float() if size == (height, width) else resize_frames_to(frames.float(), size)
-    affines, logits = fit_clip(model, working, clip_index, config, known, tracked)
+    working_visible = visible
+    if visible is not None and size != (height, width):
+        working_visible = resize_frames_to(visible.float(), size) > 0.99
+    affines, logits = fit_clip(model, working, clip_index, config, known, tracked, working_visible)
     if size != (height, width):
         logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    logits = in_view(logits, visible, config.reference)
     alpha = torch.sigmoid(logits)
     with torch.no_grad():
         fallback = F.interpolate(model.plates(torch.tensor([clip_index])), size=(height, width), mode="bilinear",
                                  align_corners=False)[0]
-    plate, seen = masked_median_plate(frames, covered_masks(alpha, affines), fallback)
+    plate, seen = plate_behind(frames, logits, affines, fallback, visible)
     character = foreground_colour(frames[config.reference].float(), alpha, plate, seen)
     return single_layer_stack(plate, torch.cat([character, alpha]), affines, config.reference, float(clip.fps),
                               clip.native_size or (width, height), clip.name)

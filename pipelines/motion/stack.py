@@ -40,11 +40,15 @@ from vidrender.io.json_file import read_json_object
 from vidrender.io.trajectory import read_trajectory, write_trajectory
 from vidrender.io.video import DEFAULT_MAX_PIXELS
 from vidrender.pipelines.motion.inputs import MAX_CLIP_BYTES
+from vidrender.pipelines.motion.world import frame_affines
 
 EXPORT_FORMAT = "vidrender-layers"
-EXPORT_VERSION = 2
+# version 3: a moving camera's world plate, views and world affines; a static camera's folder stays version 2
+EXPORT_VERSION = 3
+STATIC_EXPORT_VERSION = 2
 # every name `LayerStack.export` writes in its folder (`export --overwrite` replaces only such a folder)
-EXPORT_NAMES = re.compile(r"stack\.json|background\.png|camera\.json|(character|alpha)(_\d+)?|affine(_\d+)?\.json")
+EXPORT_NAMES = re.compile(r"stack\.json|background\.png|world_plate\.png|background|camera\.json|"
+                          r"(character|alpha)(_\d+)?|affine(_world)?(_\d+)?\.json")
 # the one camera convention of vidrender (truth folders, camera estimation and metrics use it too)
 CAMERA_CONVENTION = geometry.CAMERA_CONVENTION
 # frames moved at once: bounds the sampling grid's memory on long clips at large sizes
@@ -142,17 +146,71 @@ class LayerStack:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(H, W) of the layers."""
+        """(H, W) of the layers: the plate and the character layers (for a moving camera, the world plate)."""
         return tuple(self.background.plate.shape[-2:])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the clip's frames: the layers' for a static camera, the native size for a moving one."""
+        return self.size if self.native_size is None else (self.native_size[1], self.native_size[0])
 
     @property
     def frame_count(self) -> int:
         return len(self.background.camera)
 
+    def character_frames(self, number: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Premultiplied RGBA (T, 4, H, W) of character `number` (from 0, back to front) as each frame shows
+        it, at `size` (H, W), default `frame_size`: the layer moved by its affines, seen through the camera
+        if it moves."""
+        character = self.characters[number]
+        if self.background.is_static:
+            return character.moved(size=size)
+        chunks = []
+        for start in range(0, self.frame_count, CHUNK):
+            stop = min(self.frame_count, start + CHUNK)
+            moved = character.moved(character.affines[start:stop])
+            chunks.append(geometry.camera_view(moved, self.background.camera[start:stop], size or self.frame_size))
+        return torch.cat(chunks).clamp(0, 1)
+
+    def frame_affines(self, number: int = 0) -> torch.Tensor:
+        """(T, 2, 3) float32 normalized affines of character `number` in the frames, its reference frame ->
+        frame t: its own for a static camera, else its world motion seen through the cameras
+        (`world.frame_affines`: the nearest affine where a projective camera makes it a homography)."""
+        character = self.characters[number]
+        if self.background.is_static:
+            return character.affines.float()
+        return frame_affines(character.affines, self.background.camera, character.reference).float()
+
+    @property
+    def reference(self) -> int:
+        """The reference frame: the pose of the (first) character layer, the frame the world plate extends."""
+        return self.characters[0].reference if self.characters else 0
+
+    def relative_cameras(self) -> torch.Tensor:
+        """(T, 3, 3) float64: frame t -> the reference frame, normalized, H_reference^-1 @ H_t (the camera's
+        move, whatever plate it looks at; identities for a static camera)."""
+        camera = self.background.camera.double()
+        return torch.linalg.solve(camera[self.reference], camera)
+
+    def reference_layer(self, number: int = 0) -> CharacterLayer:
+        """Character `number` in the frame coordinates of the reference frame: straight RGBA (4, H, W) at
+        `frame_size` as the reference frame shows it, and its motion there (T, 2, 3), reference pose -> pose
+        at t without the camera's move, H_reference^-1 @ A_t @ H_reference (nearest affine). For a static
+        camera, the layer itself. What `compose` moves: a character planted in its world stays planted."""
+        character = self.characters[number]
+        if self.background.is_static:
+            return character
+        camera = self.background.camera[character.reference].double()
+        rgba = straight(geometry.camera_view(premultiply(character.rgba.float())[None], camera[None],
+                                             self.frame_size)[0])
+        motion = frame_affines(character.affines, camera.expand(len(character.affines), 3, 3), character.reference)
+        return CharacterLayer(rgba, motion.float(), character.reference)
+
     def render(self) -> torch.Tensor:
-        """The clip re-rendered from its layers, (T, 3, H, W)."""
-        layers = [character.moved() for character in self.characters]
-        return composite(self.background.views(self.frame_count), layers).expand(self.frame_count, -1, -1, -1)
+        """The clip re-rendered from its layers, (T, 3, H, W) at `frame_size`."""
+        layers = [self.character_frames(number) for number in range(len(self.characters))]
+        views = self.background.views(self.frame_count, None if self.background.is_static else self.frame_size)
+        return composite(views, layers).expand(self.frame_count, -1, -1, -1)
 
     def to_dict(self) -> dict:
         """The checkpoint form (format version 2): plain tensors and numbers."""
@@ -183,7 +241,8 @@ class LayerStack:
             raise UserError(f"{where}: damaged motion checkpoint, no background or no character layers")
         plate = _shaped(background.get("plate"), where, "plate", (3, None, None))
         height, width = plate.shape[-2:]
-        _check_frame_size(entry.get("native_size"), width, height, where)
+        _check_frame_size(width, height, where, "the plate")
+        native = _native_size(entry.get("native_size"), where)
         plate = _finite(plate, where, "plate")
         layers = [_character_from_dict(character, height, width, where) for character in characters]
         count = len(layers[0].affines)
@@ -194,38 +253,70 @@ class LayerStack:
             camera = torch.eye(3).expand(count, 3, 3).clone()
         else:
             camera = _tensor(background.get("camera"), where, "camera", (count, 3, 3))
+        background = BackgroundLayer(plate, camera)
+        if native is None or background.is_static and native != (width, height):
+            if native is not None:
+                raise UserError(f"{where}: damaged motion checkpoint, the plate is {width}x{height} but native_size "
+                                f"is {native[0]}x{native[1]} (a static camera's plate is the frame)")
+            native = (width, height)
         name = entry.get("name", "clip")
-        return cls(BackgroundLayer(plate, camera), layers, _fps(entry.get("fps"), where), (width, height),
+        return cls(background, layers, _fps(entry.get("fps"), where), native,
                    name if isinstance(name, str) else _short(name, 60))
 
     def export(self, folder: str | Path) -> Path:
-        """Write the stack as an export folder (docs/formats.md), atomically: `stack.json`,
-        `background.png`, `camera.json`, and per character `character/%05d.png` (RGBA), `alpha/%05d.png`
-        and `affine.json` (the second character's folders and file end in `_2`, and so on)."""
-        height, width = self.size
-        manifest = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "width": width, "height": height,
-                    "fps": float(self.fps), "frames": self.frame_count, "name": self.name,
-                    "background": {"plate": "background.png", "camera": "camera.json"}, "characters": []}
+        """Write the stack as an export folder (docs/formats.md), atomically: `stack.json`, `camera.json`,
+        and per character `character/%05d.png` (RGBA as each frame shows it), `alpha/%05d.png` and
+        `affine.json` (its motion in the frames; the second character's folders and file end in `_2`, and so
+        on); for a static camera the plate `background.png`, for a moving one the world plate
+        `world_plate.png`, each frame's view of it `background/%05d.png` and each character's motion in the
+        world plate `affine_world.json`."""
+        height, width = self.frame_size
+        moving = not self.background.is_static
+        plate_name = "world_plate.png" if moving else "background.png"
+        manifest = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION if moving else STATIC_EXPORT_VERSION,
+                    "width": width, "height": height, "fps": float(self.fps), "frames": self.frame_count,
+                    "name": self.name, "background": {"plate": plate_name, "camera": "camera.json"}, "characters": []}
         with atomic_path(Path(folder), is_dir=True) as tmp:
-            write_image(tmp / "background.png", self.background.plate)
-            (tmp / "camera.json").write_text(json.dumps(
-                {"frames": self.background.camera.tolist(), "convention": CAMERA_CONVENTION,
-                 "width": width, "height": height}, indent=1))
+            write_image(tmp / plate_name, self.background.plate)
+            camera = {"frames": self.background.camera.tolist(), "convention": CAMERA_CONVENTION,
+                      "width": width, "height": height}
+            if moving:
+                plate_height, plate_width = self.size
+                manifest["background"] |= {"views": "background", "plate_width": plate_width,
+                                           "plate_height": plate_height}
+                camera |= {"plate": plate_name, "plate_width": plate_width, "plate_height": plate_height}
+                write_views(tmp / "background", self.background, self.frame_size)
+            (tmp / "camera.json").write_text(json.dumps(camera, indent=1))
             for number, character in enumerate(self.characters, start=1):
-                names = {**character_file_names(number), "reference": character.reference}
-                write_layer_frames(tmp / names["layer"], tmp / names["alpha"], character.moved())
-                write_trajectory(tmp / names["affines"], character.affines, width, height, self.fps,
+                names = {**character_file_names(number, moving), "reference": character.reference}
+                write_layer_frames(tmp / names["layer"], tmp / names["alpha"], self.character_frames(number - 1))
+                write_trajectory(tmp / names["affines"], self.frame_affines(number - 1), width, height, self.fps,
                                  character.reference)
+                if moving:
+                    write_trajectory(tmp / names["world_affines"], character.affines, *self.size[::-1], self.fps,
+                                     character.reference)
                 manifest["characters"].append(names)
             (tmp / "stack.json").write_text(json.dumps(manifest, indent=1))
         return Path(folder)
 
 
-def character_file_names(number: int) -> dict[str, str]:
+def character_file_names(number: int, moving: bool = False) -> dict[str, str]:
     """Where character `number` (from 1, back to front) lives in an export folder: its `layer` and `alpha`
-    folders and its `affines` file (`character`, `alpha`, `affine.json`; then `character_2`, ...)."""
+    folders and its `affines` file (`character`, `alpha`, `affine.json`; then `character_2`, ...), and for
+    a `moving` camera its `world_affines` file (`affine_world.json`, `affine_world_2.json`, ...)."""
     suffix = "" if number == 1 else f"_{number}"
-    return {"layer": f"character{suffix}", "alpha": f"alpha{suffix}", "affines": f"affine{suffix}.json"}
+    names = {"layer": f"character{suffix}", "alpha": f"alpha{suffix}", "affines": f"affine{suffix}.json"}
+    return names | {"world_affines": f"affine_world{suffix}.json"} if moving else names
+
+
+def write_views(folder: Path, background: BackgroundLayer, size: tuple[int, int]) -> None:
+    """Create `folder` and write each frame's view of the background at `size` (H, W) as `%05d.png`, a chunk
+    of frames at a time."""
+    folder.mkdir()
+    for start in range(0, len(background.camera), CHUNK):
+        views = BackgroundLayer(background.plate, background.camera[start : start + CHUNK]).views(size=size)
+        for offset, view in enumerate(views):
+            write_image(folder / f"{start + offset:05d}.png", view.clamp(0, 1))
 
 
 def write_layer_frames(layer_folder: Path, alpha_folder: Path, moved: torch.Tensor) -> None:
@@ -244,7 +335,10 @@ def read_export(folder: str | Path) -> LayerStack:
     character/, affine.json) loads as one character over a static camera.
 
     Each character's reference layer is its frame at the reference pose (`character/<reference>.png`),
-    where its affine is the identity: the export folder holds the stack, at 8 bits per channel.
+    where its affine is the identity; for a moving camera (version 3, `affine_world.json`) that frame is
+    carried into the world plate through the reference frame's camera (an exact copy where that camera
+    is a shift by whole pixels, as `train` makes it). The export folder holds the stack, at 8 bits per
+    channel.
     """
     folder = Path(folder)
     manifest_path = folder / "stack.json"
@@ -260,25 +354,57 @@ def read_export(folder: str | Path) -> LayerStack:
             raise UserError(f"{manifest_path}: \"characters\" must be a list of layer entries")
     else:
         manifest, entries = {}, [{"layer": "character", "affines": "affine.json"}]
-    plate = _read_rgb(folder / manifest.get("background", {}).get("plate", "background.png"))
-    height, width = plate.shape[-2:]
+    background = manifest.get("background", {})
+    plate = _read_rgb(folder / background.get("plate", "background.png"))
+    plate_size = tuple(plate.shape[-2:])
+    moving = all("world_affines" in entry for entry in entries) and bool(entries)
+    frame_size = _manifest_frame_size(manifest, manifest_path) if moving else plate_size
+    camera_path = folder / background.get("camera", "camera.json")
+    camera = _read_camera(camera_path, _manifest_frames(manifest, manifest_path)) if moving else None
     characters, fps = [], manifest.get("fps")
     for entry in entries:
-        affines, info = read_trajectory(folder / str(entry.get("affines")), width=width, height=height)
+        affines, info = read_trajectory(folder / str(entry.get("world_affines" if moving else "affines")),
+                                        width=plate_size[1], height=plate_size[0])
         reference = info["reference"]
-        rgba = torch.from_numpy(read_image(folder / str(entry.get("layer")) / f"{reference:05d}.png")).float() / 255
-        if rgba.shape != (height, width, 4):
-            raise UserError(f"{folder / str(entry.get('layer'))}: layers must be RGBA of the plate's size "
-                            f"{width}x{height}, got {tuple(rgba.shape)}")
-        characters.append(CharacterLayer(rgba.permute(2, 0, 1).contiguous(), affines.float(), reference))
+        layer_folder = folder / str(entry.get("layer"))
+        rgba = torch.from_numpy(read_image(layer_folder / f"{reference:05d}.png")).float() / 255
+        if rgba.shape != (*frame_size, 4):
+            raise UserError(f"{layer_folder}: layers must be RGBA of the frames' size {frame_size[1]}x{frame_size[0]}, "
+                            f"got {tuple(rgba.shape)}")
+        rgba = rgba.permute(2, 0, 1).contiguous()
+        if moving:
+            if not 0 <= reference < len(camera):
+                raise UserError(f"{folder / str(entry.get('world_affines'))}: reference frame {reference} is outside "
+                                f"the {len(camera)} frames")
+            into_world = torch.linalg.inv(camera[reference].double())[None]
+            rgba = straight(geometry.camera_view(premultiply(rgba)[None], into_world, plate_size)[0])
+        characters.append(CharacterLayer(rgba, affines.float(), reference))
         fps = fps or info.get("fps")
     count = len(characters[0].affines) if characters else int(manifest.get("frames", 1))
-    camera_path = folder / manifest.get("background", {}).get("camera", "camera.json")
-    camera = _read_camera(camera_path, count) if camera_path.is_file() else torch.eye(3).expand(count, 3, 3).clone()
+    if camera is None:
+        camera = _read_camera(camera_path, count) if camera_path.is_file() else torch.eye(3).expand(count, 3, 3).clone()
     if any(len(character.affines) != count for character in characters):
         raise UserError(f"{folder}: the layers' affine files disagree on the number of frames")
-    return LayerStack(BackgroundLayer(plate, camera), characters, float(fps or 25.0), (width, height),
+    return LayerStack(BackgroundLayer(plate, camera), characters, float(fps or 25.0), frame_size[::-1],
                       str(manifest.get("name", folder.name)))
+
+
+def _manifest_frame_size(manifest: dict, path: Path) -> tuple[int, int]:
+    """(H, W) of the frames a moving camera's export states in `stack.json`, checked."""
+    width, height = manifest.get("width"), manifest.get("height")
+    if not all(isinstance(side, int) and not isinstance(side, bool) and 2 <= side for side in (width, height)) \
+            or width * height > DEFAULT_MAX_PIXELS:
+        raise UserError(f"{path}: \"width\" and \"height\" must be the frames' size in pixels, got "
+                        f"{_short(width, 20)}x{_short(height, 20)}")
+    return height, width
+
+
+def _manifest_frames(manifest: dict, path: Path) -> int:
+    """The frame count a moving camera's export states in `stack.json`, checked."""
+    frames = manifest.get("frames")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise UserError(f"{path}: \"frames\" must be the number of frames, got {_short(frames, 20)}")
+    return frames
 
 
 def _from_version_1(entry: dict, where: str) -> dict:
@@ -309,23 +435,27 @@ def _character_from_dict(character, height: int, width: int, where: str) -> Char
     return CharacterLayer(rgba, affines, reference)
 
 
-def _check_frame_size(native, width: int, height: int, where: str) -> None:
-    """A plate of `width` x `height` must be a frame the video reader accepts (at least 2 x 2, at most
-    DEFAULT_MAX_PIXELS) and match the entry's `native_size` [W, H] where it states one (files written
-    before it existed load without)."""
+def _check_frame_size(width: int, height: int, where: str, what: str) -> None:
+    """`what` (the plate, the frames) of `width` x `height` must be a frame the video reader accepts: at
+    least 2 x 2, at most DEFAULT_MAX_PIXELS."""
     if min(height, width) < 2:
-        raise UserError(f"{where}: damaged motion checkpoint, a {width}x{height} plate")
-    if native is not None:
-        if not (isinstance(native, (list, tuple)) and len(native) == 2
-                and all(isinstance(side, int) and not isinstance(side, bool) for side in native)):
-            raise UserError(f"{where}: damaged motion checkpoint, native_size is {_short(native, 40)!r}, "
-                            f"not [width, height]")
-        if tuple(native) != (width, height):
-            raise UserError(f"{where}: damaged motion checkpoint, the plate is {width}x{height} but native_size is "
-                            f"{_short(native[0], 20)}x{_short(native[1], 20)}")
+        raise UserError(f"{where}: damaged motion checkpoint, {what} is {_short(width, 20)}x{_short(height, 20)}")
     if width * height > DEFAULT_MAX_PIXELS:
-        raise UserError(f"{where}: damaged motion checkpoint, the plate is {width}x{height} "
+        raise UserError(f"{where}: damaged motion checkpoint, {what} is {width}x{height} "
                         f"({width * height / 1e6:.0f} Mpixel), over the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpixel")
+
+
+def _native_size(native, where: str) -> tuple[int, int] | None:
+    """The entry's `native_size` [W, H] (the frames' size), checked; None where it states none (files written
+    before it existed). A static camera's must be the plate's (`from_dict`)."""
+    if native is None:
+        return None
+    if not (isinstance(native, (list, tuple)) and len(native) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) for side in native)):
+        raise UserError(f"{where}: damaged motion checkpoint, native_size is {_short(native, 40)!r}, "
+                        f"not [width, height]")
+    _check_frame_size(*native, where, "native_size")
+    return tuple(native)
 
 
 def _check_frame_count(frames: int, width: int, height: int, where: str) -> None:

@@ -10,6 +10,7 @@ checkpoint's `artifact`.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ from vidrender.pipelines.motion.difference_matte import difference_matte
 from vidrender.pipelines.motion.losses import motion_loss
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.predictors import PREDICTORS
-from vidrender.pipelines.motion.stack import LayerStack
+from vidrender.pipelines.motion.stack import BackgroundLayer, LayerStack
+from vidrender.pipelines.motion.world import WorldClip, find_cameras, stabilise, world_affines
 
 
 def check_working_size(clip: Clip, max_size: int) -> None:
@@ -48,6 +50,12 @@ class MotionTask:
     every clip needs `affines`. tracked: optional per-clip tracked affines (T, 2, 3) for the warm start
     of a learned predictor; when the config asks for a warm start and none are given they are computed
     with OpenCV (`tracking.py`).
+
+    A clip filmed by a moving camera (`data.camera`, `world.find_cameras`) is learned in its world: its
+    frames are stabilised into the world plate (`world.stabilise`) and everything else (training, tracks,
+    the layer fit) runs on that static clip of the world; `decompose` puts the cameras back into its
+    stack. `self.clips` holds what is learned from (the world clips), `self.worlds` the `WorldClip` of each
+    moving-camera clip (None for a static one).
     """
 
     name = "motion"
@@ -64,7 +72,10 @@ class MotionTask:
             if missing:
                 raise UserError(f"{missing[0]}: variant '{config.variant}' needs affines for every clip (--affines)")
         self.config = config
-        self.clips = clips
+        self.worlds = [None if config.data.camera == "static" else _world_of(clip, config) for clip in clips]
+        self.clips = [clip if world is None else _world_clip(clip, world, config.infer.reference)
+                      for clip, world in zip(clips, self.worlds, strict=True)]
+        clips = self.clips
         self.train_frames = [resize_frames(clip.frames.float(), config.data.size) for clip in clips]
         self.known = [None if clip.affines is None else clip.affines.float() for clip in clips]
         self.tracked = tracked if tracked is not None else self._track_if_needed()
@@ -134,11 +145,34 @@ class MotionTask:
         return grid.clamp(0, 1).cpu()
 
     def decompose(self, model: MotionModel) -> list[LayerStack]:
-        """Every clip's layer stack, fitted to its frames at their resolution (`infer.decompose`)."""
+        """Every clip's layer stack, fitted to its frames at their resolution (`infer.decompose`); a moving
+        camera's stack is fitted in the world plate and filmed by the clip's cameras."""
         model.eval()
-        return [infer.decompose(model, clip, index, self.config.infer, self.known[index], self.tracked[index])
-                for index, clip in enumerate(self.clips)]
+        stacks = []
+        for index, (clip, world) in enumerate(zip(self.clips, self.worlds, strict=True)):
+            stack = infer.decompose(model, clip, index, self.config.infer, self.known[index], self.tracked[index],
+                                    None if world is None else world.seen)
+            if world is not None:
+                height, width = world.frame_size
+                stack = LayerStack(BackgroundLayer(stack.background.plate, world.cameras.float()), stack.characters,
+                                   stack.fps, (width, height), stack.name)
+            stacks.append(stack)
+        return stacks
 
     def artifact(self, model: MotionModel) -> dict:
         """The checkpoint's artifact: the clips' layer stacks (`Decomposition.artifact`)."""
         return Decomposition(self.config, model.state_dict(), self.decompose(model)).artifact()
+
+
+def _world_of(clip: Clip, config: MotionConfig) -> WorldClip | None:
+    """The clip stabilised into its world plate, or None if its camera does not move (`world.find_cameras`
+    with the model `data.camera`, relative to the reference frame of the layers)."""
+    cameras = find_cameras(clip.frames.float(), config.infer.reference, config.data.camera)
+    return None if cameras is None else stabilise(clip.frames.float(), cameras)
+
+
+def _world_clip(clip: Clip, world: WorldClip, reference: int) -> Clip:
+    """The `Clip` learned from for a moving-camera clip: its stabilised frames, its known affines (frame
+    coordinates) carried into the world plate."""
+    affines = None if clip.affines is None else world_affines(clip.affines, world.cameras, reference).float()
+    return replace(clip, frames=world.frames, affines=affines)
