@@ -15,8 +15,10 @@ across machines or resumed; `--force` recomputes).
 
 `--noise`, `--jpeg-quality` and `--leave-frame` make harder clips (sensor noise, JPEG artefacts, a
 character that leaves the frame and comes back); `--size W H` a non-square clip, `--coverage` a set
-character size, `--photo` the cat of samples/photos over its coffee-cup photograph. Each combination has
-its own folder, e.g. OUT/seedN-noise0.02-jpeg75-leave or OUT/seedN-320x180-cover0.04-photo.
+character size, `--photo` the cat of samples/photos over its coffee-cup photograph, `--camera KIND` a
+moving camera (`vidrender samples --camera`; the scores then include the camera error, and the classical
+baseline is its moving-camera form). Each combination has its own folder, e.g.
+OUT/seedN-noise0.02-jpeg75-leave, OUT/seedN-320x180-cover0.04-photo or OUT/seedN-camera-pan-zoom.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from vidrender.pipelines.motion.evaluation import evaluate
 from vidrender.pipelines.motion.inputs import load_clips
 from vidrender.pipelines.motion.predictors import PREDICTORS
 from vidrender.pipelines.motion.task import MotionTask
-from vidrender.synth import make_clip, write_truth
+from vidrender.synth import CAMERA_KINDS, make_clip, write_truth
 from vidrender.train import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "motion"
@@ -51,8 +53,9 @@ VARIANTS = {
     "frame-pair": ("frame_pair.yaml", []),
     "feature-pair": ("feature_pair.yaml", []),
 }
-METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr")
-HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True}
+METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr", "camera_error_px")
+HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True,
+                    "camera_error_px": False}
 
 
 def cached_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], force: bool,
@@ -124,30 +127,31 @@ def layers_and_scores(variant: str, task: MotionTask, model, truth_dir: Path, ou
         "classical": scores["classical"],
         "seconds": {"inference": inference},
         "beats_classical": all(
-            (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name] for name in METRICS
+            (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name]
+            for name in METRICS if name in scores["model"]
         ),
     }
 
 
 def table(rows: dict[str, dict]) -> str:
-    """Markdown table: one row per variant plus the classical baseline."""
+    """Markdown table: one row per variant plus the classical baseline (a camera column for moving cameras)."""
+    camera = "camera_error_px" in next(iter(rows.values()))["model"]
+
+    def scores(values: dict) -> str:
+        cells = (f"{values['background_psnr']:.1f} | {values['matte_iou']:.3f} | {values['affine_error_px']:.2f} | "
+                 f"{values['reconstruction_psnr']:.1f} |")
+        return cells + (f" {values['camera_error_px']:.3f} |" if camera else "")
+
     lines = [
-        "| variant | background PSNR (dB) | matte IoU | affine error (px) | recon. PSNR (dB) | train time (s) | "
-        "total time (s) | pairs/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | background PSNR (dB) | matte IoU | affine error (px) | recon. PSNR (dB) | "
+        + ("camera error (px) | " if camera else "") + "train time (s) | total time (s) | pairs/s |",
+        "|---|---|---|---|---|" + ("---|" if camera else "") + "---|---|---|",
     ]
     for variant, row in rows.items():
-        model = row["model"]
-        lines.append(
-            f"| {variant} | {model['background_psnr']:.1f} | {model['matte_iou']:.3f} | "
-            f"{model['affine_error_px']:.2f} | {model['reconstruction_psnr']:.1f} | {row['seconds']['training']:.0f} | "
-            f"{row['seconds']['total']:.0f} | {row['pairs_per_second']:.0f} |"
-        )
+        lines.append(f"| {variant} | {scores(row['model'])} {row['seconds']['training']:.0f} | "
+                     f"{row['seconds']['total']:.0f} | {row['pairs_per_second']:.0f} |")
     classical = next(iter(rows.values()))["classical"]
-    lines.append(
-        f"| classical (median + difference) | {classical['background_psnr']:.1f} | {classical['matte_iou']:.3f} | "
-        f"{classical['affine_error_px']:.2f} | {classical['reconstruction_psnr']:.1f} | - | - | - |"
-    )
+    lines.append(f"| classical (median + difference) | {scores(classical)} - | - | - |")
     return "\n".join(lines)
 
 
@@ -174,11 +178,13 @@ def photo_layers() -> dict:
 
 
 def clip_folder_name(seed: int, noise: float, jpeg_quality: int | None, leave_frame: bool,
-                     shape: str = "", coverage: float | None = None, photo: bool = False) -> str:
+                     shape: str = "", coverage: float | None = None, photo: bool = False,
+                     camera: str | None = None) -> str:
     """seedN, plus -noiseS, -jpegQ and -leave for each hardening that is on, -WxH for a non-default size,
-    -coverC for a set character size and -photo for the cat over the photograph."""
+    -coverC for a set character size, -photo for the cat over the photograph and -camera-KIND for a moving
+    camera."""
     parts = [f"seed{seed}", *([shape] if shape else []), *([f"cover{coverage:g}"] if coverage else []),
-             *(["photo"] if photo else [])]
+             *(["photo"] if photo else []), *([f"camera-{camera}"] if camera else [])]
     if noise:
         parts.append(f"noise{noise:g}")
     if jpeg_quality is not None:
@@ -208,6 +214,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the frames")
     parser.add_argument("--jpeg-quality", type=int, default=None, help="JPEG round trip of every frame")
     parser.add_argument("--leave-frame", action="store_true", help="the character leaves the frame and returns")
+    parser.add_argument("--camera", choices=CAMERA_KINDS, default=None, help="a moving camera (default: static)")
     args = parser.parse_args()
     hardening = dict(noise=args.noise, jpeg_quality=args.jpeg_quality, leave_frame=args.leave_frame)
     if len(args.size) not in (1, 2):
@@ -218,11 +225,12 @@ def main() -> None:
 
     per_seed: dict[int, dict[str, dict]] = {}
     for seed in args.seeds:
-        clip_dir = args.out / clip_folder_name(seed, **hardening, shape=shape, coverage=args.coverage, photo=args.photo)
+        clip_dir = args.out / clip_folder_name(seed, **hardening, shape=shape, coverage=args.coverage, photo=args.photo,
+                                               camera=args.camera)
         truth_dir = clip_dir / "truth"
         if not truth_dir.exists():
             clip = make_clip(seed, size=(width, height), frames=args.frames, coverage=args.coverage, **layers,
-                             **hardening)
+                             **hardening, camera=args.camera)
             write_truth(clip, truth_dir)
         per_seed[seed] = {
             variant: cached_variant(variant, truth_dir, clip_dir, args.overrides, args.force, args.reinfer)
@@ -235,6 +243,7 @@ def main() -> None:
                "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                "load_average": os.getloadavg()[0]}
     print(json.dumps({"machine": machine, "size": [width, height], "coverage": args.coverage, "photo": args.photo,
+                      "camera": args.camera,
                       "frames": args.frames, "seeds": args.seeds, **hardening,
                       "overrides": args.overrides, "per_seed": per_seed, "mean": mean}))
 

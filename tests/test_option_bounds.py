@@ -130,7 +130,7 @@ def test_config_values_must_be_finite_and_within_their_meaning(tmp_path, overrid
     pytest.param(64, 2, "frames are 64x2 px", marks=SLOW),  # was trained and decomposed into nothing usable
     pytest.param(5, 5, "frames are 5x5 px", marks=SLOW),
     # fitted at 256x1 px: crashed in the layer fit
-    pytest.param(16, 5000, "set infer.max_size to at least 5000", marks=SLOW),
+    pytest.param(16, 5000, "set infer.max_size to at least 283", marks=SLOW),
 ])
 def test_clips_too_thin_are_refused_before_training(tmp_path, width, height, message):
     clip = _png_clip(tmp_path / "clip", width, height)

@@ -71,7 +71,7 @@ class DataConfig:
 class InferConfig:
     """After training: how the per-frame affines, matte, plate and character layer are built."""
 
-    max_size: int = 256  # the layers are fitted on frames shrunk to this longest side (memory and time)
+    max_size: int = 256  # the layers are fitted on frames shrunk to at most max_size^2 pixels (memory and time)
     reference: int = 0  # the frame whose pose the character layer has; affines map it to every frame
     track_steps: int = 40  # Adam steps aligning each frame to the reference after the predictor's step
     track_lr: float = 1e-2  # their Adam lr (normalized units: 0.03 is one pixel at training size 64)

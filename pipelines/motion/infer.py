@@ -21,6 +21,8 @@ The result is the clip's `LayerStack` (`stack.py`). Everything is float32, value
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -214,8 +216,14 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
 
 
 def working_size(height: int, width: int, max_size: int) -> tuple[int, int]:
-    """(h, w) of the frames the layers are fitted on: the frame size, shrunk to a longest side of max_size."""
-    scale = min(1.0, max_size / max(height, width))
+    """(h, w) of the frames the layers are fitted on: the frame size, shrunk (aspect kept) to at most
+    max_size^2 pixels.
+
+    A pixel budget, not a longest side: the fits cost time and memory by the pixel, and a longest side
+    shrank elongated frames most where their characters are smallest (a 21:9 336x144 clip was fitted at
+    256x110, and a character of 3 % of it lost its edges to the round trip: matte IoU 0.928, against 0.952
+    fitted at its own size)."""
+    scale = min(1.0, max_size / math.sqrt(height * width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -288,7 +296,7 @@ def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConf
               visible: torch.Tensor | None = None) -> LayerStack:
     """The layer stack of one clip: its frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
 
-    The fits run on the frames shrunk to a longest side of `config.max_size` (if larger); plate, colour
+    The fits run on the frames shrunk to `config.max_size`^2 pixels (`working_size`, if larger); plate, colour
     and matte are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
     -> t, used as given (variant `known`); tracked: (T, 2, 3) OpenCV's affines frame 0 -> t, which help
     the label-free variants find a character again after it left the frame; visible: optional

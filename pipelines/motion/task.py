@@ -31,13 +31,13 @@ from vidrender.pipelines.motion.world import WorldClip, find_cameras, stabilise,
 
 
 def check_working_size(clip: Clip, max_size: int) -> None:
-    """Refuse, before training, a clip so elongated that the layer fit, which shrinks its frames to a
-    longest side of `infer.max_size`, would work on a short side under MIN_CLIP_SIDE px (a 2000x40 clip
-    at the default 256 would be fitted at 256x5)."""
+    """Refuse, before training, a clip so elongated that the layer fit, which shrinks its frames to
+    `infer.max_size`^2 pixels (`infer.working_size`), would work on a short side under MIN_CLIP_SIDE px (a
+    5000x16 clip at the default 256 would be fitted at 4525x14)."""
     height, width = clip.frames.shape[-2:]
     fit_height, fit_width = infer.working_size(height, width, max_size)
     if min(fit_height, fit_width) < MIN_CLIP_SIDE:
-        needed = math.ceil(MIN_CLIP_SIDE * max(height, width) / min(height, width))
+        needed = math.ceil(MIN_CLIP_SIDE * math.sqrt(height * width) / min(height, width))
         hint = f"set infer.max_size to at least {needed}" if needed <= MAX_INFER_SIZE else "crop the clip"
         raise UserError(f"{clip.name}: the layer fit shrinks its {width}x{height} frames to {fit_width}x{fit_height} "
                         f"(infer.max_size={max_size}), under {MIN_CLIP_SIDE} px a side; {hint}")
