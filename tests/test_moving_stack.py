@@ -147,3 +147,33 @@ class TestComposeWithCameras:
         stack = _moving_stack()
         with pytest.raises(UserError, match="--camera: expected one of background, source, static"):
             compose(stack, stack, camera="tripod")
+
+
+def test_compose_command_reads_moving_export_folders_and_takes_camera(tmp_path):
+    """The command line: a moving-camera export folder as character and background, each camera."""
+    import contextlib
+    import io
+
+    from vidrender.cli import main
+    from vidrender.io.video import read_video
+
+    stack = _moving_stack(walk_px=1.0)
+    stack.export(tmp_path / "layers")
+    for camera in ("background", "static"):
+        output = tmp_path / camera  # a PNG folder: lossless
+        with contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as done:
+            main(["compose", "--character", str(tmp_path / "layers"), "--background", str(tmp_path / "layers"),
+                  "-o", str(output), "--camera", camera])
+        assert done.value.code == 0
+        frames, _ = read_video(output)
+        assert frames.shape == (FRAMES, 3, HEIGHT, WIDTH)
+    panned, _ = read_video(tmp_path / "background")
+    still, _ = read_video(tmp_path / "static")
+    assert (panned - stack.render()).abs().max() < 3 / 255  # its own render, at 8 bits
+    assert (still[-1] - panned[-1]).abs().mean() > 0.1
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as exited, contextlib.redirect_stderr(stderr):
+        main(["compose", "--character", str(tmp_path / "layers"), "--background", str(tmp_path / "layers"),
+              "-o", str(tmp_path / "bad.mp4"), "--camera", "dolly"])
+    assert exited.value.code == 2 and stderr.getvalue().count("\n") == 1 and "--camera" in stderr.getvalue()
+    assert not (tmp_path / "bad.mp4").exists()
