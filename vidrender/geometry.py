@@ -172,6 +172,17 @@ def camera_to_normalized(C: torch.Tensor, frame: tuple[int, int], plate: tuple[i
     return from_pixel @ C @ to_pixel
 
 
+def camera_grid(cameras: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The sampling grid (T, H, W, 2) of cameras (T, 3, 3) (frame -> plate, normalized, `CAMERA_CONVENTION`):
+    where each pixel centre of an H x W frame lands on the plate, normalized (align_corners=False), for
+    `grid_sample`. In the cameras' dtype and device, differentiable in them."""
+    height, width = size
+    ys = (2 * torch.arange(height, dtype=cameras.dtype, device=cameras.device) + 1) / height - 1
+    xs = (2 * torch.arange(width, dtype=cameras.dtype, device=cameras.device) + 1) / width - 1
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    return project(cameras, centres.expand(len(cameras), -1, -1)).reshape(len(cameras), height, width, 2)
+
+
 def camera_view(plate: torch.Tensor, cameras: torch.Tensor, size: tuple[int, int], padding_mode: str = "zeros",
                 chunk: int = 32) -> torch.Tensor:
     """What each camera sees of `plate`: out_t(p) = plate(H_t p), bilinear.
@@ -183,16 +194,11 @@ def camera_view(plate: torch.Tensor, cameras: torch.Tensor, size: tuple[int, int
     done `chunk` at a time to bound the sampling grid's memory.
     """
     plate = plate if plate.dim() == 4 else plate[None]
-    height, width = size
-    ys = (2 * torch.arange(height, dtype=torch.float64) + 1) / height - 1
-    xs = (2 * torch.arange(width, dtype=torch.float64) + 1) / width - 1
-    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
     views = []
     for start in range(0, len(cameras), chunk):
-        batch = cameras[start : start + chunk].to(torch.float64).cpu()
-        grid = project(batch, centres.expand(len(batch), -1, -1)).reshape(len(batch), height, width, 2)
-        source = plate if len(plate) == 1 else plate[start : start + len(batch)]
-        views.append(F.grid_sample(source.expand(len(batch), -1, -1, -1), grid.to(plate.dtype).to(plate.device),
+        grid = camera_grid(cameras[start : start + chunk].to(torch.float64).cpu(), size)
+        source = plate if len(plate) == 1 else plate[start : start + len(grid)]
+        views.append(F.grid_sample(source.expand(len(grid), -1, -1, -1), grid.to(plate.dtype).to(plate.device),
                                    mode="bilinear", padding_mode=padding_mode, align_corners=False))
     return torch.cat(views)
 

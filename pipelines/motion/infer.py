@@ -28,12 +28,13 @@ import torch.nn.functional as F
 
 from vidrender.compositing import over
 from vidrender.errors import UserError
-from vidrender.geometry import compose, identity, invert, warp
+from vidrender.geometry import camera_grid, camera_view, compose, identity, invert, to_homogeneous, warp
 from vidrender.pipelines.motion.background import masked_median_plate
 from vidrender.pipelines.motion.config import InferConfig
 from vidrender.pipelines.motion.data import Clip, relative_affine, resize_frames, resize_frames_to
 from vidrender.pipelines.motion.model import MotionModel
 from vidrender.pipelines.motion.stack import LayerStack, single_layer_stack
+from vidrender.pipelines.motion.world import WorldClip
 from vidrender.schedule import cosine
 
 # Frames are warped in chunks of this many to bound memory on long clips.
@@ -116,11 +117,12 @@ def align_affines(model: MotionModel, frames: torch.Tensor, features: torch.Tens
 
 def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
                 plate: torch.Tensor, steps: int, lr: float, smooth: bool = False,
-                visible: torch.Tensor | None = None) -> torch.Tensor:
+                visible: torch.Tensor | None = None, cameras: torch.Tensor | None = None) -> torch.Tensor:
     """Align the character layer (RGB (3, H, W), alpha (1, H, W)) to frames (B, 3, H, W) over `plate`:
     Adam on affines (B, 2, 3) from the given start, cosine-decayed lr, on the robust L1 of the residual
     (only where `visible` (B, 1, H, W) bool, if given: the pixels each frame really shows), first averaged
-    over 4 x 4 windows at stride 2 if `smooth`. Returns the fitted affines.
+    over 4 x 4 windows at stride 2 if `smooth`. Returns the fitted affines. With `cameras` (B, 3, 3) the
+    frames are a moving camera's own frames (B, 3, h, w) and `plate` their views (`render_over_plate`).
 
     Why smooth: the render resamples the reference frame bilinearly while the frames were filtered by the
     camera (or by box-filter anti-aliasing) at their own scale, so their point spread functions differ and
@@ -133,7 +135,7 @@ def fit_affines(frames: torch.Tensor, character: torch.Tensor, alpha: torch.Tens
     optimizer = torch.optim.Adam([delta], lr=lr)
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
-        rendered, _ = render_over_plate(character, alpha, affines + delta, plate)
+        rendered, _ = render_over_plate(character, alpha, affines + delta, plate, cameras)
         residual = rendered - frames if visible is None else (rendered - frames) * visible
         if smooth:
             residual = F.avg_pool2d(residual, 4, stride=2, padding=1, count_include_pad=False)
@@ -165,12 +167,22 @@ def covered_masks(alpha: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
 
 
 def render_over_plate(character: torch.Tensor, alpha: torch.Tensor, affines: torch.Tensor,
-                      plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                      plate: torch.Tensor, cameras: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The stack's render, differentiable in every input: the reference character RGB (3, H, W) and alpha
     (1, H, W), moved by affines (T, 2, 3), `over` plate (3, H, W). Returns (frames (T, 3, H, W), mattes
-    (T, 1, H, W)). (`CharacterLayer.moved` renders a stored layer for export and compose.)"""
+    (T, 1, H, W)). (`CharacterLayer.moved` renders a stored layer for export and compose.)
+
+    With `cameras` (T, 3, 3), frame t -> the layers' plane (a moving camera's world plate, normalized),
+    the frames are what the cameras see: `plate` is then each frame's view of the plate (T, 3, h, w)
+    (`geometry.camera_view`), and the layer is sampled once, straight into each frame's h x w grid, where
+    frame pixel p shows the layer at A_t^-1 H_t p."""
     layer = torch.cat([character * alpha, alpha])[None].expand(affines.shape[0], -1, -1, -1)
-    moved = warp(layer, affines.to(layer.dtype))
+    if cameras is None:
+        moved = warp(layer, affines.to(layer.dtype))
+    else:
+        to_layer = torch.linalg.solve(to_homogeneous(affines.to(layer.dtype)), cameras.to(layer.dtype))
+        moved = F.grid_sample(layer, camera_grid(to_layer, plate.shape[-2:]), mode="bilinear",
+                              padding_mode="zeros", align_corners=False)
     return over(moved, plate), moved[:, 3:]
 
 
@@ -192,11 +204,12 @@ def foreground_colour(frame: torch.Tensor, alpha: torch.Tensor, plate: torch.Ten
 
 def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, affines: torch.Tensor,
               plate: torch.Tensor, seen: torch.Tensor, steps: int, lr: float,
-              visible: torch.Tensor | None = None) -> torch.Tensor:
+              filmed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Fit the character's alpha logits (1, H, W) to frames (T, 3, H, W), affines (T, 2, 3) held: Adam on
-    the robust L1 of `render_over_plate` (only where `visible` (T, 1, H, W) bool, if given), cosine-decayed
-    lr; the colour follows the matte (`foreground_colour` of the reference `frame`). Returns the fitted
-    logits.
+    the robust L1 of `render_over_plate`, cosine-decayed lr; the colour follows the matte
+    (`foreground_colour` of the reference `frame` (3, H, W) over `plate` (3, H, W)). Returns the fitted
+    logits. filmed: for a moving camera, (views (T, 3, h, w), cameras (T, 3, 3)): the frames are then the
+    clip's own (T, 3, h, w), rendered through the cameras over the views (`render_over_plate`).
 
     Affines and matte are fitted one after the other, not jointly: with both free, growing the matte
     while shrinking every affine costs almost nothing, and a joint fit drifted along that direction
@@ -207,8 +220,10 @@ def fit_matte(frame: torch.Tensor, frames: torch.Tensor, logits: torch.Tensor, a
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = cosine(step, steps, lr)
         alpha = torch.sigmoid(logits)
-        rendered, _ = render_over_plate(foreground_colour(frame, alpha, plate, seen), alpha, affines, plate)
-        loss = robust_l1(rendered - frames if visible is None else (rendered - frames) * visible)
+        colour = foreground_colour(frame, alpha, plate, seen)
+        rendered, _ = (render_over_plate(colour, alpha, affines, plate) if filmed is None
+                       else render_over_plate(colour, alpha, affines, *filmed))
+        loss = robust_l1(rendered - frames)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -228,16 +243,20 @@ def working_size(height: int, width: int, max_size: int) -> tuple[int, int]:
 
 
 def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: InferConfig,
-             known: torch.Tensor | None, tracked: torch.Tensor | None = None, visible: torch.Tensor | None = None
+             known: torch.Tensor | None, tracked: torch.Tensor | None = None, world: WorldClip | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-4 of the module doc on frames (T, 3, h, w): returns (affines (T, 2, 3), alpha logits (1, h, w)).
 
     known: (T, 2, 3) affines frame 0 -> t used as given; tracked: (T, 2, 3) OpenCV's affines frame 0 -> t,
     candidates for the label-free start (step 1). Either is re-based on the reference frame here.
-    visible: optional (T, 1, h, w) bool, the pixels each frame really shows (a stabilised moving-camera
-    clip, `world.WorldClip.seen`); the fits and the plate use only those."""
+    world: a moving camera's clip (`world.WorldClip`, at the working size), of which `frames` are the
+    stabilised frames: the start (step 1) and the plate compare only the pixels each frame shows
+    (`seen`), and the refinement (step 3) renders the layers through the cameras and compares them with
+    the clip's own frames, at the cost of a static clip of the frames' size and free of the stabilised
+    frames' resampling."""
     size = frames.shape[-2:]
     reference = config.reference
+    visible = None if world is None else world.seen
     small = resize_frames(frames, model.size)
     features = encode(model, small)
     with torch.no_grad():
@@ -254,15 +273,18 @@ def fit_clip(model: MotionModel, frames: torch.Tensor, clip_index: int, config: 
     logits = in_view(matte_logits(model, features[reference : reference + 1], size)[0], visible, reference)
     fallback = F.interpolate(coarse_plate[None], size=size, mode="bilinear", align_corners=False)[0]
     plate, seen = plate_behind(frames, logits, affines, fallback, visible)
+    targets = frames if world is None else world.source
     for _ in range(config.rounds):
+        filmed = None if world is None else (camera_view(plate, world.cameras, targets.shape[-2:]), world.cameras)
         if known is None:
             alpha = torch.sigmoid(logits)
             character = foreground_colour(frames[reference], alpha, plate, seen)
-            affines = fit_affines(frames, character, alpha, affines, plate, config.refine_steps, config.refine_lr,
-                                  config.smooth_residual, visible)
+            background, cameras = (plate, None) if filmed is None else filmed
+            affines = fit_affines(targets, character, alpha, affines, background, config.refine_steps,
+                                  config.refine_lr, config.smooth_residual, cameras=cameras)
             affines[reference] = identity(1)[0]
-        logits = in_view(fit_matte(frames[reference], frames, logits, affines, plate, seen, config.refine_steps,
-                                   config.layer_lr, visible), visible, reference)
+        logits = in_view(fit_matte(frames[reference], targets, logits, affines, plate, seen, config.refine_steps,
+                                   config.layer_lr, filmed), visible, reference)
         plate, seen = plate_behind(frames, logits, affines, fallback, visible)
     return affines, logits
 
@@ -293,16 +315,17 @@ def from_reference(affines: torch.Tensor, reference: int) -> torch.Tensor:
 
 def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConfig,
               known: torch.Tensor | None = None, tracked: torch.Tensor | None = None,
-              visible: torch.Tensor | None = None) -> LayerStack:
+              world: WorldClip | None = None) -> LayerStack:
     """The layer stack of one clip: its frames (T, 3, H, W) in [0, 1] at any size (e.g. native).
 
     The fits run on the frames shrunk to `config.max_size`^2 pixels (`working_size`, if larger); plate, colour
     and matte are then taken at H x W from the full frames. known: (T, 2, 3) normalized affines frame 0
     -> t, used as given (variant `known`); tracked: (T, 2, 3) OpenCV's affines frame 0 -> t, which help
-    the label-free variants find a character again after it left the frame; visible: optional
-    (T, 1, H, W) bool, the pixels each frame really shows (`fit_clip`). The stack holds the plate
-    (3, H, W), one character layer (straight RGBA (4, H, W) at the reference pose, affines (T, 2, 3)
-    reference -> t) and the clip's name, fps and native size.
+    the label-free variants find a character again after it left the frame; world: for a clip filmed by
+    a moving camera, its `WorldClip`, whose stabilised frames are `clip.frames` (`fit_clip`). The stack
+    holds the plate (3, H, W), one character layer (straight RGBA (4, H, W) at the reference pose, affines
+    (T, 2, 3) reference -> t) and the clip's name, fps and native size; for a moving camera these are in
+    the world plate, and `MotionTask.decompose` adds the cameras.
     """
     frames = clip.frames
     count, height, width = frames.shape[0], frames.shape[-2], frames.shape[-1]
@@ -311,12 +334,11 @@ def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConf
     model.eval()
     size = working_size(height, width, config.max_size)
     working = frames.float() if size == (height, width) else resize_frames_to(frames.float(), size)
-    working_visible = visible
-    if visible is not None and size != (height, width):
-        working_visible = resize_frames_to(visible.float(), size) > 0.99
-    affines, logits = fit_clip(model, working, clip_index, config, known, tracked, working_visible)
+    affines, logits = fit_clip(model, working, clip_index, config, known, tracked,
+                               None if world is None else _at_working_size(world, working))
     if size != (height, width):
         logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    visible = None if world is None else world.seen
     logits = in_view(logits, visible, config.reference)
     alpha = torch.sigmoid(logits)
     with torch.no_grad():
@@ -326,3 +348,16 @@ def decompose(model: MotionModel, clip: Clip, clip_index: int, config: InferConf
     character = foreground_colour(frames[config.reference].float(), alpha, plate, seen)
     return single_layer_stack(plate, torch.cat([character, alpha]), affines, config.reference, float(clip.fps),
                               clip.native_size or (width, height), clip.name)
+
+
+def _at_working_size(world: WorldClip, frames: torch.Tensor) -> WorldClip:
+    """`world` at the layer fit's working size: its stabilised frames resized to `frames` (T, 3, h, w), and
+    its masks, plate and own frames by the same scale (cameras are normalized: they hold at any size)."""
+    size = tuple(frames.shape[-2:])
+    if size == tuple(world.frames.shape[-2:]):
+        return world
+    scale = size[0] / world.frames.shape[-2]
+    frame_size = (max(1, round(world.frame_size[0] * scale)), max(1, round(world.frame_size[1] * scale)))
+    return WorldClip(frames=frames, seen=resize_frames_to(world.seen.float(), size) > 0.99,
+                     plate=resize_frames_to(world.plate[None], size)[0], cameras=world.cameras,
+                     source=resize_frames_to(world.source.float(), frame_size))

@@ -151,7 +151,7 @@ class MotionTask:
         stacks = []
         for index, (clip, world) in enumerate(zip(self.clips, self.worlds, strict=True)):
             stack = infer.decompose(model, clip, index, self.config.infer, self.known[index], self.tracked[index],
-                                    None if world is None else world.seen)
+                                    world)
             if world is not None:
                 height, width = world.frame_size
                 stack = LayerStack(BackgroundLayer(stack.background.plate, world.cameras.float()), stack.characters,

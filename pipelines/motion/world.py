@@ -46,15 +46,20 @@ class WorldClip:
 
     frames: (T, 3, H_w, W_w) each frame warped into the world plate, the plate estimate where unseen;
     seen: (T, 1, H_w, W_w) bool, where frame t sees the world; plate: (3, H_w, W_w) the temporal median
-    of the seen pixels; cameras: (T, 3, 3) float64, frame t -> world plate, normalized; frame_size: (H, W)
-    of the clip's own frames.
+    of the seen pixels; cameras: (T, 3, 3) float64, frame t -> world plate, normalized; source: (T, 3, H, W)
+    the clip's own frames.
     """
 
     frames: torch.Tensor
     seen: torch.Tensor
     plate: torch.Tensor
     cameras: torch.Tensor
-    frame_size: tuple[int, int]
+    source: torch.Tensor
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the clip's own frames."""
+        return tuple(self.source.shape[-2:])
 
     def moving(self, threshold: float | None = None) -> torch.Tensor:
         """(T, 1, H_w, W_w) float in {0, 1}: the classical difference matte of the stabilised frames against
@@ -80,7 +85,7 @@ def stabilise(frames: torch.Tensor, cameras: torch.Tensor) -> WorldClip:
     stable = geometry.camera_view(frames.float(), to_frames, plate_size)
     seen = geometry.camera_view(torch.ones(1, 1, *size), to_frames, plate_size) > SEEN_LEVEL
     plate, _ = masked_median_plate(stable, ~seen, stable.mean(dim=0))
-    return WorldClip(torch.where(seen, stable, plate), seen, plate, bounds.cameras, size)
+    return WorldClip(torch.where(seen, stable, plate), seen, plate, bounds.cameras, frames)
 
 
 def find_cameras(frames: torch.Tensor, reference: int, model: str = "homography") -> torch.Tensor | None:
