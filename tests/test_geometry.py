@@ -1,4 +1,4 @@
-"""2-D affine geometry (vidrender/geometry.py): conventions, warps and conversions."""
+"""2-D affine geometry (vidrender/geometry.py): conventions, warps, conversions and camera grids."""
 
 import math
 
@@ -130,3 +130,29 @@ class TestCheckAffines:
     def test_refuses_malformed(self, values, message):
         with pytest.raises(UserError, match=message):
             g.check_affines(values, "traj.json")
+
+
+class TestCameraGrid:
+    def test_an_affine_camera_gives_affine_grid(self):
+        camera = g.to_homogeneous(g.from_params(torch.tensor([0.1]), torch.tensor([-0.2]), torch.tensor([0.3]),
+                                            torch.tensor([1.2])).double())
+        grid = g.camera_grid(camera, (6, 10))
+        expected = torch.nn.functional.affine_grid(camera[:, :2], [1, 1, 6, 10], align_corners=False)
+        assert grid.shape == (1, 6, 10, 2) and torch.allclose(grid, expected, atol=1e-12)
+
+    def test_perspective_division(self):
+        camera = torch.eye(3, dtype=torch.float64)[None].clone()
+        camera[0, 2, 2] = 2.0  # every point lands at half its coordinates
+        assert torch.allclose(g.camera_grid(camera, (4, 4)), g.camera_grid(torch.eye(3, dtype=torch.float64)[None],
+                                                                       (4, 4)) / 2)
+
+    def test_gradcheck(self):
+        camera = (torch.eye(3, dtype=torch.float64) + 0.05 * torch.rand(3, 3, dtype=torch.float64))[None]
+        assert torch.autograd.gradcheck(lambda c: g.camera_grid(c, (3, 4)), (camera.requires_grad_(),))
+
+    def test_camera_view_samples_at_the_grid(self):
+        plate = torch.rand(2, 8, 12, dtype=torch.float64)
+        camera = torch.eye(3, dtype=torch.float64)[None].clone()
+        camera[0, 0, 2] = 0.25
+        expected = torch.nn.functional.grid_sample(plate[None], g.camera_grid(camera, (8, 12)), align_corners=False)
+        assert torch.allclose(g.camera_view(plate, camera, (8, 12)), expected)

@@ -148,3 +148,43 @@ def test_training_on_a_panning_clip_learns_in_the_world(pan):
     assert stack.render().shape == (FRAMES, 3, SIZE, SIZE)
     # nothing of the character lies outside the reference frame's view
     assert (stack.characters[0].rgba[3][~world.seen[0, 0]] < 1e-6).all()
+
+
+class TestRenderThroughCameras:
+    """The layer fit of a moving camera renders the world layers straight into each frame's grid
+    (`infer.render_over_plate` with cameras): the same frames as rendering in the world and then looking
+    through the cameras, sampled once."""
+
+    def _layers(self):
+        generator = torch.Generator().manual_seed(0)
+        plate = torch.rand(3, 20, 36, generator=generator, dtype=torch.float64)
+        character = torch.rand(3, 20, 36, generator=generator, dtype=torch.float64)
+        alpha = torch.zeros(1, 20, 36, dtype=torch.float64)
+        alpha[:, 6:14, 10:18] = 1
+        affines = geometry.from_params(torch.tensor([0.0, 0.1, -0.05], dtype=torch.float64), torch.tensor([0.0, 0.02, 0.05], dtype=torch.float64),
+                                       torch.tensor([0.0, 0.1, -0.2], dtype=torch.float64), torch.tensor([1.0, 1.05, 0.95], dtype=torch.float64))
+        cameras = torch.eye(3, dtype=torch.float64).repeat(3, 1, 1)
+        # frames 16 px wide panning over the 36 px plate by whole pixels (1 px = 1/18), so that looking at the
+        # world render through a camera resamples nothing
+        cameras[:, 0, 0], cameras[:, 0, 2] = 16 / 36, torch.tensor([-10.0, -6.0, 2.0]) / 18
+        return plate, character, alpha, affines, cameras
+
+    def test_matches_the_world_render_seen_by_the_cameras(self):
+        from vidrender.pipelines.motion.infer import render_over_plate
+
+        plate, character, alpha, affines, cameras = self._layers()
+        views = geometry.camera_view(plate, cameras, (20, 16))
+        direct, mattes = render_over_plate(character, alpha, affines, views, cameras)
+        world, world_mattes = render_over_plate(character, alpha, affines, plate)
+        assert direct.shape == (3, 3, 20, 16) and mattes.shape == (3, 1, 20, 16)
+        assert torch.allclose(direct, geometry.camera_view(world, cameras, (20, 16)), atol=1e-5)
+        assert torch.allclose(mattes, geometry.camera_view(world_mattes, cameras, (20, 16)), atol=1e-5)
+
+    def test_gradcheck_in_the_affines(self):
+        from vidrender.pipelines.motion.infer import render_over_plate
+
+        plate, character, alpha, affines, cameras = self._layers()
+        views = geometry.camera_view(plate, cameras, (20, 16))
+        smooth = torch.nn.functional.avg_pool2d(alpha[None], 3, 1, 1)[0]  # bilinear sampling is smooth inside cells
+        assert torch.autograd.gradcheck(lambda a: render_over_plate(character, smooth, a, views[1:2], cameras[1:2])[0],
+                                        (affines[1:2].clone().requires_grad_(),), atol=1e-4)
