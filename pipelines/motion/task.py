@@ -167,7 +167,10 @@ class MotionTask:
 def _world_of(clip: Clip, config: MotionConfig) -> WorldClip | None:
     """The clip stabilised into its world plate, or None if its camera does not move (`world.find_cameras`
     with the model `data.camera`, relative to the reference frame of the layers)."""
-    cameras = find_cameras(clip.frames.float(), config.infer.reference, config.data.camera)
+    try:
+        cameras = find_cameras(clip.frames.float(), config.infer.reference, config.data.camera)
+    except UserError as error:
+        raise UserError(f"{clip.name}: {error}") from None
     return None if cameras is None else stabilise(clip.frames.float(), cameras)
 
 
