@@ -53,9 +53,10 @@ VARIANTS = {
     "frame-pair": ("frame_pair.yaml", []),
     "feature-pair": ("feature_pair.yaml", []),
 }
-METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr", "camera_error_px")
-HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True,
-                    "camera_error_px": False}
+# the layers' metrics; a moving camera's scores add `camera_error_px`, which is not compared: the classical
+# baseline finds its cameras with the same estimator (`world.find_cameras`), so the two tie on it
+METRICS = ("background_psnr", "matte_iou", "affine_error_px", "reconstruction_psnr")
+HIGHER_IS_BETTER = {"background_psnr": True, "matte_iou": True, "affine_error_px": False, "reconstruction_psnr": True}
 
 
 def cached_variant(variant: str, truth_dir: Path, out_dir: Path, overrides: list[str], force: bool,
@@ -127,8 +128,7 @@ def layers_and_scores(variant: str, task: MotionTask, model, truth_dir: Path, ou
         "classical": scores["classical"],
         "seconds": {"inference": inference},
         "beats_classical": all(
-            (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name]
-            for name in METRICS if name in scores["model"]
+            (scores["model"][name] >= scores["classical"][name]) == HIGHER_IS_BETTER[name] for name in METRICS
         ),
     }
 
