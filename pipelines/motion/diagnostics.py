@@ -46,8 +46,9 @@ class LayerReport:
 def layer_report(stack: LayerStack, frames: torch.Tensor, max_side: int = 256) -> LayerReport:
     """Check `stack` against the clip it was taken from, frames (T, 3, H, W) in [0, 1] at its `frame_size`.
 
-    Both are compared shrunk to a longest side of `max_side` (the check needs shapes, not detail, and the
-    difference matte of a long clip at native size would need several times the clip's memory).
+    Both are compared shrunk to at most `max_side`^2 pixels (`infer.working_size`): the check needs shapes,
+    not detail, and the difference matte of a long clip at native size would need several times the
+    clip's memory.
     """
     if len(frames) != stack.frame_count or tuple(frames.shape[-2:]) != stack.frame_size:
         raise ValueError(f"layer_report: frames {tuple(frames.shape)} do not match a stack of {stack.frame_count} "
